@@ -1,0 +1,5 @@
+import sys
+
+from kprtrack.cli import main
+
+sys.exit(main())

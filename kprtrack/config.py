@@ -1,0 +1,39 @@
+"""Hydra composition for every subcommand, from the configs shipped inside the package."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+from kprtrack.errors import InputError
+
+
+def config_dir() -> Path:
+    return Path(str(resources.files("kprtrack.configs")))
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()):
+    """Compose ``configs/<config_name>.yaml`` with command-line style ``key=value`` overrides."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="kprtrack"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise InputError(f"bad configuration for '{config_name}': {err}".replace("\n", " ")) from None
+
+
+def instantiate(node, **kwargs):
+    """``hydra.utils.instantiate`` with a readable error naming the ``_target_``."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, InputError):
+            raise cause from None
+        raise
