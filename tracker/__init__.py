@@ -1,0 +1,1 @@
+"""KPRTrack association: ByteTrack life-cycle with visibility-masked part features (pure numpy)."""

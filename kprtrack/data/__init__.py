@@ -1,0 +1,1 @@
+"""Data sources: PoseTrack21 layout, videos, image folders, the synthetic demo."""

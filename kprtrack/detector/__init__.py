@@ -1,0 +1,1 @@
+"""Person detectors (Detector protocol): oracle ground truth, YOLOX (PyTorch / ONNX Runtime)."""

@@ -1,0 +1,1 @@
+"""Pose estimators (PoseEstimator protocol): oracle ground truth, HRNet, MoveNet, mmpose."""
