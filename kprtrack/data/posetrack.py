@@ -1,0 +1,192 @@
+"""PoseTrack21 (and PoseTrack18, same format) annotation files and sequences.
+
+Layout: ``<root>/images/<split>/<seq>/NNNNNN.jpg`` and ``<root>/<annotations_dir>/<split>/<seq>.json``
+(``posetrack_data`` for PoseTrack21, ``annotations`` for PoseTrack18). One JSON per video.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from kprtrack.errors import InputError
+from kprtrack.record import NUM_KEYPOINTS, Detections, Frame
+
+REQUIRED_IMAGE_KEYS = ("id", "file_name")
+REQUIRED_ANNOTATION_KEYS = ("image_id", "bbox", "keypoints")
+
+
+@dataclass
+class PoseTrackSequence:
+    name: str
+    path: Path  # the JSON file
+    images: list[dict]  # raw image entries, in file order
+    annotations: dict[int, list[dict]]  # image id -> raw annotation entries
+    categories: list[dict]
+
+    @property
+    def num_people(self) -> int:
+        return len({a.get("track_id") for anns in self.annotations.values() for a in anns})
+
+
+def load_sequence_json(path: str | Path) -> PoseTrackSequence:
+    """Read and validate one sequence file; any problem is an InputError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("annotation file not found", path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read annotation file: {err}", path) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"malformed or truncated JSON (line {err.lineno}, column {err.colno}: {err.msg})",
+                         path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError("not a PoseTrack file: expected an object with an 'images' list", path)
+    images = data["images"]
+    for i, image in enumerate(images):
+        missing = [k for k in REQUIRED_IMAGE_KEYS if not isinstance(image, dict) or k not in image]
+        if missing:
+            raise InputError(f"images[{i}] lacks {', '.join(missing)}", path)
+    known = {image["id"] for image in images}
+    annotations: dict[int, list[dict]] = {image["id"]: [] for image in images}
+    raw_annotations = data.get("annotations") or []
+    if not isinstance(raw_annotations, list):
+        raise InputError("'annotations' is not a list", path)
+    for i, ann in enumerate(raw_annotations):
+        missing = [k for k in REQUIRED_ANNOTATION_KEYS if not isinstance(ann, dict) or k not in ann]
+        if missing:
+            raise InputError(f"annotations[{i}] lacks {', '.join(missing)}", path)
+        if ann["image_id"] not in known:
+            raise InputError(f"annotations[{i}] refers to unknown image_id {ann['image_id']}", path)
+        if len(ann["keypoints"] or []) not in (0, 3 * NUM_KEYPOINTS):
+            raise InputError(f"annotations[{i}] has {len(ann['keypoints'])} keypoint values, "
+                             f"expected {3 * NUM_KEYPOINTS}", path)
+        if ann["bbox"] is not None and len(ann["bbox"]) != 4:
+            raise InputError(f"annotations[{i}] bbox must have 4 numbers", path)
+        annotations[ann["image_id"]].append(ann)
+    return PoseTrackSequence(name=path.stem, path=path, images=images, annotations=annotations,
+                             categories=data.get("categories") or [])
+
+
+def find_sequences(root: str | Path, split: str = "val", annotations_dir: str = "posetrack_data") -> list[Path]:
+    """The sequence JSON files of a split, sorted; InputError when the folder is missing or empty."""
+    folder = Path(root) / annotations_dir / split
+    if not Path(root).is_dir():
+        raise InputError("data root not found", root)
+    if not folder.is_dir():
+        raise InputError(f"annotation folder not found (expected <root>/{annotations_dir}/{split}; "
+                         f"set dataset.annotations_dir / dataset.split)", folder)
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise InputError("no sequence .json files in the annotation folder", folder)
+    return files
+
+
+def polygons(image: dict) -> list[np.ndarray]:
+    """Ignore regions of one image entry as [M, 2] (x, y) polygons."""
+    xs, ys = image.get("ignore_regions_x") or [], image.get("ignore_regions_y") or []
+    return [np.stack([np.asarray(x, np.float32), np.asarray(y, np.float32)], axis=1)
+            for x, y in zip(xs, ys) if len(x) >= 3 and len(x) == len(y)]
+
+
+def annotations_to_detections(anns: list[dict]) -> Detections:
+    """Ground-truth people of one image. Annotations without a box are skipped."""
+    anns = [a for a in anns if a.get("bbox") is not None and len(a["bbox"]) == 4]
+    if not anns:
+        empty = Detections.empty()
+        return empty.with_(keypoints=np.zeros((0, NUM_KEYPOINTS, 3), np.float32),
+                           track_ids=np.zeros(0, np.int64), person_ids=np.zeros(0, np.int64))
+    boxes = np.asarray([a["bbox"] for a in anns], np.float32)
+    boxes[:, 2:] += boxes[:, :2]
+    keypoints = np.zeros((len(anns), NUM_KEYPOINTS, 3), np.float32)
+    for i, ann in enumerate(anns):
+        if ann["keypoints"]:
+            keypoints[i] = np.asarray(ann["keypoints"], np.float32).reshape(NUM_KEYPOINTS, 3)
+    # PoseTrack GT visibility is 0/1; treat it as a confidence.
+    keypoints[..., 2] = (keypoints[..., 2] > 0).astype(np.float32)
+    return Detections(
+        boxes=boxes, scores=np.ones(len(anns), np.float32), keypoints=keypoints,
+        track_ids=np.asarray([a.get("track_id", -1) for a in anns], np.int64),
+        # PoseTrack18 has no global person_id: the per-video track id stands in for it.
+        person_ids=np.asarray([_first_set(a.get("person_id"), a.get("track_id"), -1) for a in anns], np.int64),
+    )
+
+
+def _first_set(*values):
+    return next(v for v in values if v is not None)
+
+
+def read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError("cannot read image (missing or not an image)", path)
+    return image
+
+
+class PoseTrackDataset:
+    """``dataset=posetrack21``: sequences of a split, frames decoded lazily one at a time."""
+
+    def __init__(self, root: str, split: str = "val", annotations_dir: str = "posetrack_data",
+                 sequences: list[str] | None = None, labeled_only: bool = False, fps: float = 25.0,
+                 has_ground_truth: bool = True):
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.annotations_dir = annotations_dir
+        self.labeled_only = labeled_only
+        self.fps = fps
+        self.has_ground_truth = has_ground_truth
+        files = find_sequences(self.root, split, annotations_dir)
+        if sequences:
+            wanted = set(sequences)
+            unknown = wanted - {f.stem for f in files}
+            if unknown:
+                raise InputError(f"unknown sequence(s) {sorted(unknown)}", files[0].parent)
+            files = [f for f in files if f.stem in wanted]
+        self.files = files
+
+    @property
+    def gt_dir(self) -> Path:
+        return self.root / self.annotations_dir / self.split
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def sequences(self) -> Iterator["PoseTrackSource"]:
+        for path in self.files:
+            yield PoseTrackSource(load_sequence_json(path), self.root, self.labeled_only, self.fps)
+
+
+class PoseTrackSource:
+    """One sequence: metadata for the writers and a frame iterator (images decoded once)."""
+
+    def __init__(self, seq: PoseTrackSequence, root: Path, labeled_only: bool, fps: float):
+        self.seq = seq
+        self.name = seq.name
+        self.root = root
+        self.fps = fps
+        self.images = [im for im in seq.images if im.get("is_labeled", True)] if labeled_only else seq.images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def meta(self) -> dict:
+        return {"images": self.seq.images, "categories": self.seq.categories, "fps": self.fps}
+
+    def frames(self, decode: bool = True) -> Iterator[Frame]:
+        for index, image in enumerate(self.images):
+            pixels = read_image(self.root / image["file_name"]) if decode else None
+            yield Frame(
+                sequence=self.name, index=index, image=pixels, image_id=image["id"],
+                file_name=image["file_name"], is_labeled=bool(image.get("is_labeled", True)),
+                ignore_regions=polygons(image), gt=annotations_to_detections(self.seq.annotations[image["id"]]),
+                width=image.get("width"), height=image.get("height"),
+            )
