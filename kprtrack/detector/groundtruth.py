@@ -47,6 +47,8 @@ class GroundTruthDetector:
         if self.score_jitter > 0:
             scores = np.clip(1 - np.abs(rng.normal(0.0, self.score_jitter, n)), self.min_score, 1)
         boxes = clip_boxes(boxes, frame.width, frame.height)
+        # A person outside the frame is not something a detector could see.
+        keep &= (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
         # GT identities travel along for analysis (ReID data sets, debugging); stages ignore them.
         return Detections(boxes=boxes, scores=scores.astype(np.float32),
                           person_ids=gt.person_ids).subset(keep)
