@@ -1,0 +1,119 @@
+"""``pose=hrnet``: HRNet-W32/W48 top-down heatmap pose in PyTorch (mmpose / original weights)."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from kprtrack.errors import InputError
+from kprtrack.pose.heatmaps import decode_heatmaps, flip_back
+from kprtrack.pose.hrnet_checkpoint import (
+    HRNET_WEIGHTS, adapt_keys, check_sha256_prefix, infer_arch, layout_from_meta, load_into,
+    read_checkpoint)
+from kprtrack.pose.layouts import check_layout, flip_index
+from kprtrack.pose.topdown import TopDownEstimator
+
+log = logging.getLogger(__name__)
+
+# ImageNet statistics on 0-255 RGB, as in mmpose's PoseDataPreprocessor.
+MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"pose.device={device} but torch sees no CUDA device")
+    return device
+
+
+class HRNetPose(TopDownEstimator):
+    """Top-down HRNet. ``weights``: registry name, path or URL; ``None`` = random init (tests).
+
+    ``arch``, ``input_size`` (h, w) and ``layout`` default to the registry entry / checkpoint;
+    a local file without metadata defaults to the COCO layout at 256x192.
+    """
+
+    def __init__(self, weights: str | None = "hrnet_w32_posetrack18_256x192", arch: str | None = None,
+                 input_size: tuple[int, int] | list[int] | None = None, layout: str | None = None,
+                 flip_test: bool = True, shift_heatmap: bool = True, decode: str = "argmax",
+                 padding: float = 1.25, batch_size: int = 32, device: str = "auto",
+                 strict: bool = True, download: bool = True):
+        import torch
+
+        from kprtrack.pose.hrnet_net import PoseHighResolutionNet
+        from kprtrack.weights import resolve_weights
+
+        spec = HRNET_WEIGHTS.get(str(weights)) if weights is not None else None
+        meta = dict(spec.meta) if spec else {}
+        state, ckpt_meta, fmt = None, {}, "random-init"
+        if weights is not None:
+            path = resolve_weights(str(weights), HRNET_WEIGHTS, download=download)
+            check_sha256_prefix(path, meta.get("sha256_prefix"))
+            raw, ckpt_meta = read_checkpoint(path)
+            state, fmt = adapt_keys(raw)
+            if fmt == "unknown":
+                raise InputError("no HRNet head found (expected head.final_layer.*, "
+                                 "keypoint_head.final_layer.* or final_layer.* keys)", path)
+        found_arch = infer_arch(state) if state else None
+        if arch is not None and found_arch is not None and arch != found_arch:
+            raise InputError(f"pose.arch={arch} but the checkpoint is HRNet-{found_arch.upper()}",
+                             str(weights))
+        self.arch = arch or found_arch or meta.get("arch") or "w32"
+        self.input_size = tuple(int(v) for v in (input_size or meta.get("input_size") or (256, 192)))
+        if len(self.input_size) != 2 or min(self.input_size) < 32:
+            raise InputError(f"pose.input_size must be [height, width] >= 32, got {input_size}")
+        self.layout = self._pick_layout(layout, meta.get("layout"), layout_from_meta(ckpt_meta))
+        self.flip_test, self.shift_heatmap = bool(flip_test), bool(shift_heatmap)
+        self.decode, self.padding = decode, float(padding)
+        decode_heatmaps(np.zeros((1, 1, 3, 3), np.float32), decode)  # reject a bad name now
+        self.batch_size = max(1, int(batch_size))
+        self.device = pick_device(device)
+        self.model = PoseHighResolutionNet(self.arch)
+        self.report = None
+        if state is not None:
+            self.report = load_into(self.model, state, fmt)
+            log.info("HRNet weights %s: %s", weights, self.report.summary())
+            if strict and not self.report.ok:
+                raise InputError(f"checkpoint does not fit HRNet-{self.arch.upper()}: "
+                                 f"{self.report.summary()} (pose.strict=false loads what fits)",
+                                 str(weights))
+        self.model.eval().to(self.device)
+        self._flip_index = flip_index(self.layout)
+        self._torch = torch
+
+    @staticmethod
+    def _pick_layout(asked: str | None, registry: str | None, checkpoint: str | None) -> str:
+        known = checkpoint or registry
+        if asked is not None and known is not None and asked != known:
+            log.warning("pose.layout=%s overrides the checkpoint's %s layout", asked, known)
+        return check_layout(asked or known or "coco")
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        heatmaps = []
+        with torch.inference_mode():
+            for start in range(0, len(batch), self.batch_size):
+                chunk = torch.from_numpy(batch[start:start + self.batch_size]).to(self.device)
+                heatmaps.append(self.model(chunk).float().cpu().numpy())
+        return np.concatenate(heatmaps)
+
+    def heatmaps(self, crops: np.ndarray) -> np.ndarray:
+        """[N, H, W, 3] uint8 RGB crops -> [N, 17, H/4, W/4] heatmaps (flip-averaged if asked)."""
+        normalised = ((crops.astype(np.float32) - MEAN) / STD).transpose(0, 3, 1, 2)
+        normalised = np.ascontiguousarray(normalised)
+        maps = self._forward(normalised)
+        if self.flip_test:
+            flipped = self._forward(np.ascontiguousarray(normalised[..., ::-1]))
+            maps = (maps + flip_back(flipped, self._flip_index, self.shift_heatmap)) / 2
+        return maps
+
+    def _infer(self, crops: np.ndarray) -> np.ndarray:
+        maps = self.heatmaps(crops)
+        kpts = decode_heatmaps(maps, self.decode)
+        stride = np.array([self.input_size[1] / maps.shape[3], self.input_size[0] / maps.shape[2]])
+        kpts[..., :2] *= stride
+        return kpts

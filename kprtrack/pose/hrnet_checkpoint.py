@@ -1,0 +1,181 @@
+"""HRNet weights: the official mmpose registry and key adapters for three checkpoint formats.
+
+Formats (detected from the keys, reported in ``LoadReport``):
+- ``mmpose1``: mmpose 1.x, ``{"meta", "state_dict": {"backbone.*", "head.final_layer.*"}}``;
+- ``mmpose0``: mmpose 0.x, ``backbone.*`` and ``keypoint_head.final_layer.*``;
+- ``original``: the HRNet authors' release (deep-high-resolution-net.pytorch), bare keys and
+  ``final_layer.*`` (sometimes under ``module.`` from DataParallel).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kprtrack.errors import InputError
+from kprtrack.weights import WeightSpec, sha256_of, torch_load
+
+log = logging.getLogger(__name__)
+
+_MMPOSE = "https://download.openmmlab.com/mmpose"
+# OpenMMLab publishes no full checksum; the 8 hex digits in each file name are the start of the
+# file's sha256, checked after download (``check_sha256_prefix``).
+HRNET_WEIGHTS: dict[str, WeightSpec] = {
+    "hrnet_w32_coco_256x192": WeightSpec(
+        f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/"
+        "td-hm_hrnet-w32_8xb64-210e_coco-256x192-81c58e40_20220909.pth",
+        meta={"arch": "w32", "input_size": (256, 192), "layout": "coco", "sha256_prefix": "81c58e40"}),
+    "hrnet_w32_coco_384x288": WeightSpec(
+        f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/"
+        "td-hm_hrnet-w32_8xb64-210e_coco-384x288-ca5956af_20220909.pth",
+        meta={"arch": "w32", "input_size": (384, 288), "layout": "coco", "sha256_prefix": "ca5956af"}),
+    "hrnet_w48_coco_256x192": WeightSpec(
+        f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/"
+        "td-hm_hrnet-w48_8xb32-210e_coco-256x192-0e67c616_20220913.pth",
+        meta={"arch": "w48", "input_size": (256, 192), "layout": "coco", "sha256_prefix": "0e67c616"}),
+    "hrnet_w48_coco_384x288": WeightSpec(
+        f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/"
+        "td-hm_hrnet-w48_8xb32-210e_coco-384x288-c161b7de_20220915.pth",
+        meta={"arch": "w48", "input_size": (384, 288), "layout": "coco", "sha256_prefix": "c161b7de"}),
+    # PoseTrack18 fine-tunes (COCO pre-training): the mmpose 1.x configs
+    # td-hm_hrnet-w{32,48}_8xb64-20e_posetrack18-* point at these 0.x-format checkpoints.
+    "hrnet_w32_posetrack18_256x192": WeightSpec(
+        f"{_MMPOSE}/top_down/hrnet/hrnet_w32_posetrack18_256x192-1ee951c4_20201028.pth",
+        meta={"arch": "w32", "input_size": (256, 192), "layout": "posetrack", "sha256_prefix": "1ee951c4"}),
+    "hrnet_w32_posetrack18_384x288": WeightSpec(
+        f"{_MMPOSE}/top_down/hrnet/hrnet_w32_posetrack18_384x288-806f00a3_20211130.pth",
+        meta={"arch": "w32", "input_size": (384, 288), "layout": "posetrack", "sha256_prefix": "806f00a3"}),
+    "hrnet_w48_posetrack18_256x192": WeightSpec(
+        f"{_MMPOSE}/top_down/hrnet/hrnet_w48_posetrack18_256x192-b5d9b3f1_20211130.pth",
+        meta={"arch": "w48", "input_size": (256, 192), "layout": "posetrack", "sha256_prefix": "b5d9b3f1"}),
+    "hrnet_w48_posetrack18_384x288": WeightSpec(
+        f"{_MMPOSE}/top_down/hrnet/hrnet_w48_posetrack18_384x288-5fd6d3ff_20211130.pth",
+        meta={"arch": "w48", "input_size": (384, 288), "layout": "posetrack", "sha256_prefix": "5fd6d3ff"}),
+}
+
+_HEAD_PREFIXES = {"mmpose1": "head.final_layer.", "mmpose0": "keypoint_head.final_layer.",
+                  "original": "final_layer."}
+
+
+@dataclass
+class LoadReport:
+    """What happened when a checkpoint met the model."""
+
+    format: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)  # "key: checkpoint shape vs model shape"
+    layout: str | None = None  # read from the checkpoint's dataset meta, where it has one
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.mismatched
+
+    def summary(self) -> str:
+        parts = [f"format={self.format}"]
+        for name in ("missing", "unexpected", "mismatched"):
+            keys = getattr(self, name)
+            if keys:
+                shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+                parts.append(f"{name}: {shown}")
+        return "; ".join(parts)
+
+
+def numpy_safe_globals() -> list:
+    """numpy types OpenMMLab checkpoints keep in ``meta`` (dataset sigmas, flip indices...).
+
+    torch >= 2.6 loads with ``weights_only=True`` and refuses them unless allowed explicitly;
+    these are plain array/dtype constructors, nothing that runs code.
+    """
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
+    names = [_reconstruct, scalar, np.ndarray, np.dtype]
+    dtype_classes = getattr(np, "dtypes", None)
+    if dtype_classes is not None:
+        names += [getattr(dtype_classes, n) for n in dir(dtype_classes) if n.endswith("DType")]
+    return names
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """(state_dict, meta) from any of the three formats."""
+    obj = torch_load(path, extra_safe_globals=tuple(numpy_safe_globals()))
+    if not isinstance(obj, dict):
+        raise InputError(f"not an HRNet checkpoint (a {type(obj).__name__}, expected a dict)", path)
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    state = obj.get("state_dict", obj.get("model", obj))
+    if not isinstance(state, dict) or not state:
+        raise InputError("checkpoint holds no state dict", path)
+    return state, meta
+
+
+def detect_format(keys: list[str]) -> str:
+    if any(k.startswith("head.final_layer.") for k in keys):
+        return "mmpose1"
+    if any(k.startswith("keypoint_head.final_layer.") for k in keys):
+        return "mmpose0"
+    if any(k.startswith("final_layer.") for k in keys):
+        return "original"
+    return "unknown"
+
+
+def adapt_keys(state: dict) -> tuple[dict, str]:
+    """Rename upstream keys to ours (the original HRNet names). Returns (state, format)."""
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    fmt = detect_format(list(state))
+    head = _HEAD_PREFIXES.get(fmt)
+    out = {}
+    for key, value in state.items():
+        if head and key.startswith(head):
+            key = "final_layer." + key[len(head):]
+        elif fmt in ("mmpose1", "mmpose0") and key.startswith("backbone."):
+            key = key[len("backbone."):]
+        out[key] = value
+    return out, fmt
+
+
+def layout_from_meta(meta: dict) -> str | None:
+    """mmpose 1.x stores the data set's keypoint names; PoseTrack's joint 1 is head_bottom."""
+    dataset = meta.get("dataset_meta") or {}
+    names = dataset.get("keypoint_id2name")
+    if isinstance(names, dict) and 1 in names:
+        return "posetrack" if names[1] == "head_bottom" else "coco" if names[1] == "left_eye" else None
+    name = str(dataset.get("dataset_name", "")).lower()
+    if "posetrack" in name:
+        return "posetrack"
+    return "coco" if name.startswith("coco") else None
+
+
+def infer_arch(state: dict) -> str | None:
+    """w32 / w48 from the head's input channels (works on adapted keys)."""
+    weight = state.get("final_layer.weight")
+    if weight is None:
+        return None
+    return {32: "w32", 48: "w48"}.get(int(weight.shape[1]))
+
+
+def load_into(model, state: dict, fmt: str) -> LoadReport:
+    """Copy matching tensors into ``model``; never raises on key problems, reports them."""
+    own = model.state_dict()
+    report = LoadReport(format=fmt)
+    usable = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif tuple(own[key].shape) != tuple(value.shape):
+            report.mismatched.append(f"{key}: {tuple(value.shape)} vs {tuple(own[key].shape)}")
+        else:
+            usable[key] = value
+    # num_batches_tracked only counts training steps; old checkpoints lack it and nothing breaks.
+    report.missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    model.load_state_dict(usable, strict=False)
+    return report
+
+
+def check_sha256_prefix(path: Path, prefix: str | None) -> None:
+    if prefix and not sha256_of(path).startswith(prefix.lower()):
+        raise InputError(f"checksum mismatch: the file's sha256 should start with {prefix} "
+                         "(delete it to download again)", path)
