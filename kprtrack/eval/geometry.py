@@ -1,0 +1,67 @@
+"""Ignore-region geometry without shapely: point-in-polygon and polygon/box overlap."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def points_in_polygons(points: np.ndarray, polygons: list[np.ndarray]) -> np.ndarray:
+    """[P] bool: point strictly inside any polygon (boundary excluded, like shapely's ``contains``)."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    inside = np.zeros(len(points), bool)
+    for polygon in polygons:
+        polygon = np.asarray(polygon, np.float64).reshape(-1, 2)
+        if len(polygon) < 3 or not len(points):
+            continue
+        lo, hi = polygon.min(0), polygon.max(0)
+        # Only points within the polygon's bounding box need the exact (slower) test.
+        candidates = np.flatnonzero(~inside & np.all((points > lo) & (points < hi), axis=1))
+        contour = polygon.astype(np.float32).reshape(-1, 1, 2)
+        for i in candidates:
+            inside[i] = cv2.pointPolygonTest(contour, (float(points[i, 0]), float(points[i, 1])), False) > 0
+    return inside
+
+
+def polygon_area(polygon: np.ndarray) -> float:
+    if len(polygon) < 3:
+        return 0.0
+    x, y = polygon[:, 0], polygon[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def clip_polygon_to_box(polygon: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Sutherland-Hodgman clip of any simple polygon by an axis-aligned box (x1, y1, x2, y2)."""
+    out = np.asarray(polygon, np.float64).reshape(-1, 2)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    # (axis, bound, keep-if-greater)
+    for axis, bound, keep_greater in ((0, x1, True), (0, x2, False), (1, y1, True), (1, y2, False)):
+        if not len(out):
+            break
+        kept = []
+        for k in range(len(out)):
+            current, previous = out[k], out[k - 1]
+            cur_in = current[axis] >= bound if keep_greater else current[axis] <= bound
+            prev_in = previous[axis] >= bound if keep_greater else previous[axis] <= bound
+            if cur_in != prev_in:
+                t = (bound - previous[axis]) / (current[axis] - previous[axis])
+                kept.append(previous + t * (current - previous))
+            if cur_in:
+                kept.append(current)
+        out = np.asarray(kept, np.float64).reshape(-1, 2)
+    return out
+
+
+def box_region_overlaps(box: np.ndarray, polygons: list[np.ndarray]) -> tuple[float, float]:
+    """(largest IoU with one region, largest fraction of the box covered by one region)."""
+    box = np.asarray(box, np.float64)
+    box_area = max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+    best_iou = best_cover = 0.0
+    for polygon in polygons:
+        polygon = np.asarray(polygon, np.float64).reshape(-1, 2)
+        if len(polygon) < 3 or box_area <= 0:
+            continue
+        inter = polygon_area(clip_polygon_to_box(polygon, box))
+        union = polygon_area(polygon) + box_area - inter
+        best_iou = max(best_iou, inter / union if union > 0 else 0.0)
+        best_cover = max(best_cover, inter / box_area)
+    return best_iou, best_cover
