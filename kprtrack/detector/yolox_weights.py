@@ -1,0 +1,100 @@
+"""Known YOLOX weight files, and reading/validating YOLOX checkpoints.
+
+Megvii publishes no checksums. The sha256 values below were recorded by independent projects
+that verify the same release assets (nano/tiny/s/m agree across at least two of them; l/x come
+from one). A mismatch raises an InputError naming the file, never a silent load.
+ByteTrack's MOT detectors live on Google Drive, which needs a browser confirmation for large
+files: they are never downloaded automatically; the error says where to fetch them and where
+to put them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from kprtrack.detector.yolox_arch import MODEL_SIZES
+from kprtrack.errors import InputError
+from kprtrack.weights import WeightSpec, torch_load
+
+_RELEASE = "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0"
+_SHA256 = {
+    "nano": "cd28f55fbbc1829f99d9ac9b38a16d259a22889739c8728ea877610201feff7b",
+    "tiny": "9de513de589ac98bb92d3bca53b5af7b9acfa9b0bacb831f7999d0f7afaee8f0",
+    "s": "f55ded7181e1b0c13285c56e7790b8f0e8f8db590fe4edb37f0b7f345c913a30",
+    "m": "60076992b32da82951c90cfa7bd6ab70eba9eda243e08b940a396f60ac2d19b6",
+    "l": "1e6b7fa6240375370b2a8a8eab9066b3cdd43fd1d0bfa8d2027fd3a51def2917",
+    "x": "5652330b6ae860043f091b8f550a60c10e1129f416edfdb65c259be6caf355cf",
+}
+
+
+def _coco(size: str) -> WeightSpec:
+    return WeightSpec(url=f"{_RELEASE}/yolox_{size}.pth", sha256=_SHA256[size], meta={
+        "model_size": size, "num_classes": 80, "input_size": list(MODEL_SIZES[size].input_size),
+        "preprocess": "yolox"})
+
+
+def _bytetrack(size: str, data: str, drive_id: str, input_size: tuple[int, int]) -> WeightSpec:
+    return WeightSpec(
+        url=f"https://drive.google.com/uc?export=download&id={drive_id}",
+        filename=f"bytetrack_{size}_{data}.pth.tar",
+        meta={"model_size": size, "num_classes": 1, "input_size": list(input_size),
+              "preprocess": "bytetrack", "manual_download": True})
+
+
+YOLOX_WEIGHTS: dict[str, WeightSpec] = {
+    **{f"yolox_{size}": _coco(size) for size in MODEL_SIZES},
+    # ByteTrack (ifzhang/ByteTrack README): person-only fine-tunes on MOT17/MOT20 + CrowdHuman...
+    "bytetrack_x_mot17": _bytetrack("x", "mot17", "1P4mY0Yyd3PPTybgZkjMYhFri88nTmJX5", (800, 1440)),
+    "bytetrack_l_mot17": _bytetrack("l", "mot17", "1XwfUuCBF4IgWBWK2H7oOhQgEj9Mrb3rz", (800, 1440)),
+    "bytetrack_m_mot17": _bytetrack("m", "mot17", "11Zb0NN_Uu7JwUd9e6Nk8o2_EUfxWqsun", (800, 1440)),
+    "bytetrack_s_mot17": _bytetrack("s", "mot17", "1uSmhXzyV1Zvb4TJJCzpsZOIcw7CCJLxj", (608, 1088)),
+    "bytetrack_tiny_mot17": _bytetrack("tiny", "mot17", "1LFAl14sql2Q5Y9aNFsX_OqsnIzUD_1ju", (608, 1088)),
+    "bytetrack_nano_mot17": _bytetrack("nano", "mot17", "1AoN2AxzVwOLM0gJ15bcwqZUpFjlDV1dX", (608, 1088)),
+    "bytetrack_x_mot20": _bytetrack("x", "mot20", "1HX2_JpMOjOIj1Z9rJjoet9XNy_cCAs5U", (896, 1600)),
+}
+
+# Official ONNX exports (static batch 1, raw rows, decode_in_inference=False).
+YOLOX_ONNX_WEIGHTS: dict[str, WeightSpec] = {
+    f"yolox_{size}": WeightSpec(url=f"{_RELEASE}/yolox_{size}.onnx", meta={
+        "model_size": size, "num_classes": 80, "input_size": list(MODEL_SIZES[size].input_size),
+        "preprocess": "yolox"})
+    for size in MODEL_SIZES
+}
+
+
+def _safe_globals() -> tuple:
+    """What a weights_only load of a YOLOX training checkpoint may meet besides tensors:
+    numpy scalars/dtypes (e.g. ``best_ap`` from COCOeval) next to the ``model`` state dict."""
+    import numpy as np
+
+    scalar = getattr(getattr(np, "_core", np.core), "multiarray").scalar
+    return (scalar, np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)))
+
+
+def load_state_dict(path: str | Path) -> dict[str, Any]:
+    """The ``model`` state dict of a YOLOX checkpoint (or a bare state dict)."""
+    import torch
+
+    checkpoint = torch_load(path, _safe_globals())
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
+    if not isinstance(state, Mapping) or not state or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError("not a YOLOX checkpoint: expected a dict with a 'model' state dict "
+                         "(or a state dict) of tensors", path)
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def describe_state_dict(state: Mapping[str, Any], path: str | Path) -> tuple[str, int]:
+    """``(model_size, num_classes)`` read from the tensors' shapes."""
+    try:
+        base_channels = int(state["backbone.backbone.stem.conv.conv.weight"].shape[0])
+        num_classes = int(state["head.cls_preds.0.weight"].shape[0])
+    except KeyError as err:
+        raise InputError(f"not a YOLOX checkpoint: missing key {err.args[0]}", path) from None
+    depthwise = "backbone.backbone.dark2.0.dconv.conv.weight" in state
+    depth = len({k.split(".")[5] for k in state if k.startswith("backbone.backbone.dark2.1.m.")})
+    for name, size in MODEL_SIZES.items():
+        if (size.base_channels, size.depthwise, size.base_depth) == (base_channels, depthwise, depth):
+            return name, num_classes
+    raise InputError(f"unknown YOLOX variant: stem width {base_channels}, depthwise {depthwise}, "
+                     f"{depth} bottleneck(s) in dark2 (known sizes: {', '.join(MODEL_SIZES)})", path)
