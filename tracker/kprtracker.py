@@ -1,0 +1,204 @@
+"""KPRTracker: the ByteTrack life-cycle with visibility-masked part features as the main cue.
+
+One ``update`` per frame, read top to bottom:
+  0. drop unusable rows (NaN), split detections into high / low confidence;
+  1. high detections vs tracked + lost tracks (a matched lost track comes back with its OLD id);
+  2. low detections vs tracked tracks still unmatched (never lost ones: a weak box is not enough
+     evidence to resurrect a track); tracked tracks unmatched after this become lost;
+  3. leftover high detections vs unconfirmed tracks (born last frame); unmatched ones are removed;
+  4. leftover high detections with score >= new_track_thresh start tracks, unconfirmed unless this
+     is the first frame of the sequence;
+  5. lost tracks not seen for more than track_buffer frames are removed.
+Only confirmed tracks matched in this frame are reported; other rows get track id -1.
+
+Cost of a (track, detection) pair: the part distance in [0, 1] (appearance only, the default), or,
+with ``iou_weight`` > 0, the weighted mean (w_app * app + w_iou * (1 - IoU)) / (w_app + w_iou), so
+the per-round thresholds keep the same [0, 1] scale. Optional gates forbid pairs outright.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kprtrack.record import Detections
+
+from . import kalman
+from .matching import assign, iou_matrix
+from .part_distance import masked_part_distance, normalize_parts
+from .track_store import LOST, NEW, TRACKED, TrackStore
+
+__all__ = ["KPRTracker"]
+
+
+class KPRTracker:
+    def __init__(
+        self,
+        det_high_thresh: float = 0.5,
+        det_low_thresh: float = 0.1,
+        new_track_thresh: float = 0.6,
+        match_thresh: float = 0.4,
+        second_match_thresh: float = 0.45,
+        unconfirmed_match_thresh: float = 0.35,
+        track_buffer: int = 300,
+        ema_alpha: float = 0.9,
+        visibility_threshold: float = 0.5,
+        appearance_weight: float = 1.0,
+        iou_weight: float = 0.0,
+        kalman: bool = False,
+        motion_gating: bool = False,
+        min_iou: float = 0.0,
+    ) -> None:
+        if appearance_weight < 0 or iou_weight < 0 or appearance_weight + iou_weight <= 0:
+            raise ValueError(
+                f"appearance_weight ({appearance_weight}) and iou_weight ({iou_weight}) must be >= 0 "
+                "and not both 0: the tracker needs at least one cue"
+            )
+        if motion_gating and not kalman:
+            raise ValueError("motion_gating needs the Kalman filter: set kalman=true")
+        if not 0.0 <= ema_alpha <= 1.0:
+            raise ValueError(f"ema_alpha must be in [0, 1], got {ema_alpha}")
+        if track_buffer < 0:
+            raise ValueError(f"track_buffer must be >= 0 frames, got {track_buffer}")
+        self.det_high_thresh = float(det_high_thresh)
+        self.det_low_thresh = float(det_low_thresh)
+        self.new_track_thresh = float(new_track_thresh)
+        self.match_thresh = float(match_thresh)
+        self.second_match_thresh = float(second_match_thresh)
+        self.unconfirmed_match_thresh = float(unconfirmed_match_thresh)
+        self.track_buffer = int(track_buffer)
+        self.ema_alpha = float(ema_alpha)
+        self.visibility_threshold = float(visibility_threshold)
+        self.appearance_weight = float(appearance_weight)
+        self.iou_weight = float(iou_weight)
+        self.motion_gating = bool(motion_gating)
+        self.min_iou = float(min_iou)
+        self.tracks = TrackStore(use_kalman=bool(kalman))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track; the next frame is frame 1 of a new sequence and ids restart at 1."""
+        self.tracks.clear()
+        self.frame = 0
+        self.next_id = 1
+
+    @property
+    def uses_appearance(self) -> bool:
+        return self.appearance_weight > 0
+
+    # ------------------------------------------------------------------ per frame
+    def update(self, detections: Detections) -> Detections:
+        self.frame += 1
+        tracks = self.tracks
+        track_ids = np.full(len(detections), -1, np.int64)
+        valid, feats, vis = self._usable_rows(detections)
+        scores = detections.scores
+        high = np.flatnonzero(valid & (scores >= self.det_high_thresh))
+        low = np.flatnonzero(valid & (scores > self.det_low_thresh) & (scores < self.det_high_thresh))
+
+        tracks.predict()
+        cost = self._cost_matrix(detections, valid, feats, vis)  # [tracks, detections]; inf = forbidden
+        state = tracks.column("state").copy()  # states at the start of the frame
+        ids = tracks.column("ids")
+
+        # Round 1: high-confidence detections vs tracked and lost tracks.
+        pool = np.flatnonzero(state != NEW)
+        m1, free_pool, free_high = assign(cost[np.ix_(pool, high)], self.match_thresh)
+        self._absorb(pool[m1[:, 0]], high[m1[:, 1]], detections, feats, vis, track_ids)
+
+        # Round 2: low-confidence detections vs tracked (not lost) tracks left over.
+        waiting = pool[free_pool]
+        waiting = waiting[state[waiting] == TRACKED]
+        m2, free_waiting, _ = assign(cost[np.ix_(waiting, low)], self.second_match_thresh)
+        self._absorb(waiting[m2[:, 0]], low[m2[:, 1]], detections, feats, vis, track_ids)
+        tracks.column("state")[waiting[free_waiting]] = LOST
+
+        # Round 3: leftover high detections vs unconfirmed tracks; a match confirms the track.
+        high = high[free_high]
+        unconfirmed = np.flatnonzero(state == NEW)
+        m3, free_unconfirmed, free_high = assign(cost[np.ix_(unconfirmed, high)], self.unconfirmed_match_thresh)
+        confirmed = unconfirmed[m3[:, 0]]
+        ids[confirmed] = np.arange(self.next_id, self.next_id + len(confirmed))
+        self.next_id += len(confirmed)
+        self._absorb(confirmed, high[m3[:, 1]], detections, feats, vis, track_ids)
+        doomed = [unconfirmed[free_unconfirmed]]
+
+        # Lost for longer than the buffer: forgotten (checked before births so rows stay valid).
+        last_frame = tracks.column("last_frame")
+        doomed.append(np.flatnonzero((tracks.column("state") == LOST) & (self.frame - last_frame > self.track_buffer)))
+
+        # Births: confident leftovers start tracks; only tracks of the first frame count at once.
+        born = high[free_high]
+        born = born[scores[born] >= self.new_track_thresh]
+        if len(born):
+            first_frame = self.frame == 1
+            new_ids = np.arange(self.next_id, self.next_id + len(born)) if first_frame else np.full(len(born), -1)
+            self.next_id += len(born) if first_frame else 0
+            tracks.add(
+                detections.boxes[born], self.frame, TRACKED if first_frame else NEW, new_ids,
+                None if feats is None else feats[:, born], None if vis is None else vis[:, born],
+            )
+            track_ids[born] = new_ids
+
+        tracks.remove(np.concatenate(doomed))
+        return detections.with_(track_ids=track_ids)
+
+    # ------------------------------------------------------------------ helpers
+    def _absorb(self, rows, det_rows, detections, feats, vis, track_ids) -> None:
+        self.tracks.absorb(
+            rows, detections.boxes[det_rows], self.frame,
+            None if feats is None else feats[:, det_rows], None if vis is None else vis[:, det_rows],
+            self.ema_alpha, self.visibility_threshold,
+        )
+        track_ids[det_rows] = self.tracks.column("ids")[rows]
+
+    def _usable_rows(self, detections: Detections):
+        """Rows free of NaN/inf, and the detections' unit part features [P, N, D] / visibility [P, N]."""
+        valid = np.isfinite(detections.boxes).all(axis=1) & np.isfinite(detections.scores)
+        if not self.uses_appearance:
+            return valid, None, None
+        if detections.embeddings is None:
+            if len(detections) == 0:
+                return valid, None, None
+            raise ValueError(
+                "KPRTracker: detections have no embeddings but the appearance cue is on "
+                "(run a ReID stage, or set appearance_weight=0 and iou_weight>0 to track boxes only)"
+            )
+        embeddings = np.asarray(detections.embeddings, np.float32)
+        if embeddings.ndim != 3:
+            raise ValueError(f"KPRTracker: embeddings must be [N, parts, dim], got shape {embeddings.shape}")
+        if detections.visibility is None:
+            visibility = np.ones(embeddings.shape[:2], np.float32)
+        else:
+            visibility = np.asarray(detections.visibility, np.float32).reshape(embeddings.shape[:2])
+        self.tracks.enable_features(*embeddings.shape[1:])
+        valid &= np.isfinite(embeddings).all(axis=(1, 2)) & np.isfinite(visibility).all(axis=1)
+        # NaN rows are never used, but zero them so they cannot leak NaN into matrix products.
+        embeddings = np.where(valid[:, None, None], embeddings, 0.0)
+        visibility = np.where(valid[:, None], np.clip(visibility, 0.0, 1.0), 0.0).astype(np.float32)
+        return valid, np.ascontiguousarray(normalize_parts(embeddings).transpose(1, 0, 2)), np.ascontiguousarray(visibility.T)
+
+    def _cost_matrix(self, detections: Detections, valid, feats, vis) -> np.ndarray:
+        tracks = self.tracks
+        cost = np.zeros((tracks.size, len(detections)), np.float64)
+        if tracks.size == 0 or len(detections) == 0:
+            return cost
+        forbidden = ~valid[None, :]
+        if self.uses_appearance:
+            # No common visible part: appearance knows nothing, so the pair is never matched.
+            app, has_common = masked_part_distance(
+                tracks.column("feats"), np.sqrt(tracks.column("vis")), feats, np.sqrt(vis)
+            )
+            cost += self.appearance_weight * app
+            forbidden = forbidden | ~has_common
+        if self.iou_weight > 0 or self.min_iou > 0:
+            boxes = np.where(valid[:, None], detections.boxes, 0.0)
+            iou = iou_matrix(tracks.predicted_boxes(), boxes)
+            cost += self.iou_weight * (1.0 - iou)
+            if self.min_iou > 0:
+                forbidden |= iou < self.min_iou
+        cost /= self.appearance_weight + self.iou_weight
+        if self.motion_gating:
+            boxes = np.where(valid[:, None], detections.boxes, 0.0)
+            distance = kalman.gating_distance(tracks.column("mean"), tracks.column("cov"), kalman.boxes_to_xyah(boxes))
+            forbidden |= distance > kalman.CHI2_95_4DOF
+        cost[forbidden] = np.inf
+        return cost
