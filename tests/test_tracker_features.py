@@ -1,0 +1,90 @@
+"""Visibility-masked moving average of tracklet part features, alone and inside the tracker."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kprtrack.record import Detections
+from kprtrack.tracker import KPRTracker
+from kprtrack.tracker.masked_ema import masked_ema
+
+
+def unit(v):
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_each_visibility_case():
+    track = unit([[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0]])
+    det = unit([[0, 1, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0]])
+    track_vis = np.array([True, True, False, False])
+    det_vis = np.array([True, False, True, False])
+    feats, vis = masked_ema(track, track_vis, det, det_vis, alpha=0.9)
+    np.testing.assert_allclose(feats[0], unit([0.9, 0.1, 0]), atol=1e-6)  # both: blended, re-normalised
+    np.testing.assert_allclose(feats[1], track[1])  # hidden in the detection: tracklet's kept
+    np.testing.assert_allclose(feats[2], det[2])  # new in the detection: taken as is
+    np.testing.assert_allclose(feats[3], track[3])  # seen by neither: unchanged
+    assert vis.tolist() == [1, 1, 1, 0]
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=-1), 1.0, atol=1e-6)
+
+
+def test_float_visibility_threshold_and_max():
+    track = unit([[1, 0], [1, 0]])
+    det = unit([[0, 1], [0, 1]])
+    feats, vis = masked_ema(track, np.array([0.9, 0.2]), det, np.array([0.3, 0.7]), 0.9, visible_threshold=0.5)
+    np.testing.assert_allclose(feats[0], track[0])  # 0.3 < 0.5: not visible in the detection
+    np.testing.assert_allclose(feats[1], det[1])  # 0.2 < 0.5 in the track: detection's taken
+    np.testing.assert_allclose(vis, [0.9, 0.7])
+
+
+def test_leading_layout_does_not_matter():
+    rng = np.random.default_rng(0)
+    track, det = unit(rng.normal(size=(4, 3, 5))), unit(rng.normal(size=(4, 3, 5)))
+    tv, dv = rng.random((4, 3)) > 0.5, rng.random((4, 3)) > 0.5
+    row_major = masked_ema(track, tv, det, dv)
+    part_major = masked_ema(track.transpose(1, 0, 2), tv.T, det.transpose(1, 0, 2), dv.T)
+    np.testing.assert_allclose(part_major[0].transpose(1, 0, 2), row_major[0], atol=1e-6)
+
+
+def stored_features(tracker: KPRTracker, track_id: int):
+    store = tracker.tracks
+    row = int(np.flatnonzero(store.column("ids") == track_id)[0])
+    return store.column("feats")[:, row], store.column("vis")[:, row]
+
+
+def detection(feats, vis, score=0.9):
+    return Detections(np.array([[0, 0, 50, 100]]), np.array([score]), embeddings=feats[None], visibility=np.array([vis]))
+
+
+def test_tracker_updates_global_part_always_and_keeps_hidden_parts():
+    """Part 0 (global/foreground) is visible in every detection, so it follows each match; a part hidden
+    in the new detection keeps the tracklet's feature; visibility becomes the max."""
+    tracker = KPRTracker(match_thresh=0.5, ema_alpha=0.9)
+    first = unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
+    assert tracker.update(detection(first, [True, True, False])).track_ids.tolist() == [1]
+    second = unit([[1, 0.5, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]])
+    assert tracker.update(detection(second, [True, False, True])).track_ids.tolist() == [1]
+    feats, vis = stored_features(tracker, 1)
+    np.testing.assert_allclose(feats[0], unit(0.9 * first[0] + 0.1 * second[0]), atol=1e-6)  # global: EMA
+    np.testing.assert_allclose(feats[1], first[1], atol=1e-6)  # hidden now: kept
+    np.testing.assert_allclose(feats[2], second[2], atol=1e-6)  # first seen now: taken
+    assert vis.tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_alpha_extremes(alpha):
+    tracker = KPRTracker(match_thresh=0.5, ema_alpha=alpha)
+    a, b = unit([[1, 0, 0]]), unit([[1, 0.6, 0]])
+    tracker.update(detection(a, [True]))
+    tracker.update(detection(b, [True]))
+    feats, _ = stored_features(tracker, 1)
+    np.testing.assert_allclose(feats[0], unit(alpha * a[0] + (1 - alpha) * b[0]), atol=1e-6)
+
+
+def test_low_confidence_match_updates_features_too():
+    tracker = KPRTracker(match_thresh=0.5, second_match_thresh=0.5)
+    a, b = unit([[1, 0, 0]]), unit([[1, 0.6, 0]])
+    tracker.update(detection(a, [True]))
+    assert tracker.update(detection(b, [True], score=0.3)).track_ids.tolist() == [1]
+    feats, _ = stored_features(tracker, 1)
+    assert not np.allclose(feats[0], a[0])
