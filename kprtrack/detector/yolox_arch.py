@@ -98,7 +98,8 @@ class CSPLayer(nn.Module):
         self.m = nn.Sequential(*[Bottleneck(hidden, hidden, shortcut, depthwise) for _ in range(n)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv3(torch.cat((self.m(self.conv1(x)), self.conv2(x)), dim=1))
+        x_1, x_2 = self.conv1(x), self.conv2(x)  # upstream's order of execution
+        return self.conv3(torch.cat((self.m(x_1), x_2), dim=1))
 
 
 class SPPBottleneck(nn.Module):
@@ -198,10 +199,10 @@ class YOLOXHead(nn.Module):
         outputs = []
         for k, x in enumerate(features):
             x = self.stems[k](x)
-            cls_feat = self.cls_convs[k](x)
+            cls_out = self.cls_preds[k](self.cls_convs[k](x))  # upstream's order of execution
             reg_feat = self.reg_convs[k](x)
             out = torch.cat([self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat).sigmoid(),
-                             self.cls_preds[k](cls_feat).sigmoid()], 1)
+                             cls_out.sigmoid()], 1)
             outputs.append(out.flatten(start_dim=2))
         return torch.cat(outputs, dim=2).permute(0, 2, 1)
 
