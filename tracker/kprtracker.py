@@ -181,14 +181,14 @@ class KPRTracker:
         cost = np.zeros((tracks.size, len(detections)), np.float64)
         if tracks.size == 0 or len(detections) == 0:
             return cost
-        forbidden = ~valid[None, :]
+        forbidden = np.repeat(~valid[None, :], tracks.size, axis=0)
         if self.uses_appearance:
             # No common visible part: appearance knows nothing, so the pair is never matched.
             app, has_common = masked_part_distance(
                 tracks.column("feats"), np.sqrt(tracks.column("vis")), feats, np.sqrt(vis)
             )
             cost += self.appearance_weight * app
-            forbidden = forbidden | ~has_common
+            forbidden |= ~has_common
         if self.iou_weight > 0 or self.min_iou > 0:
             boxes = np.where(valid[:, None], detections.boxes, 0.0)
             iou = iou_matrix(tracks.predicted_boxes(), boxes)
