@@ -1,6 +1,8 @@
 """``python -m kprtrack run``: frames -> detector -> pose -> ReID -> tracker -> writers (-> eval)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -8,10 +10,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from kprtrack.cache import StageCache, stage_key
 from kprtrack.config import compose, instantiate
 from kprtrack.errors import InputError
-from kprtrack.io import write_text
-from kprtrack.record import Frame
+from kprtrack.io import write_json, write_text
+from kprtrack.record import Detections, Frame
 
 # Keys of a stage's config that describe it rather than being constructor arguments.
 DESCRIPTIVE_KEYS = ("name",)
@@ -29,8 +32,11 @@ class Stages:
 def build_stage(node, **kwargs):
     from omegaconf import OmegaConf
 
-    node = OmegaConf.masked_copy(node, [k for k in node if k not in DESCRIPTIVE_KEYS])
-    return instantiate(node, **kwargs)
+    # Resolve while the node still knows its parents (interpolations like ${output.render}).
+    config = OmegaConf.to_container(node, resolve=True)
+    for key in DESCRIPTIVE_KEYS:
+        config.pop(key, None)
+    return instantiate(config, **kwargs)
 
 
 def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
@@ -63,21 +69,66 @@ def build_stages(cfg, run_dir: Path) -> Stages:
     )
 
 
-def track_sequence(source, stages: Stages, batch_size: int, progress: bool = True) -> list[Path]:
+MODEL_STAGES = ("detector", "pose", "reid")
+
+
+class SequenceCache:
+    """The three model stages' cached outputs for one sequence (None where not cached)."""
+
+    def __init__(self, cache: StageCache, cfg, stages: Stages, source):
+        from omegaconf import OmegaConf
+
+        fingerprint = source.fingerprint() if hasattr(source, "fingerprint") else None
+        self.cache = cache if fingerprint else StageCache(enabled=False)
+        self.keys: dict[str, str] = {}
+        self.hits: dict[str, list[Detections] | None] = {}
+        upstream = ""
+        for name in MODEL_STAGES:
+            config = OmegaConf.to_container(cfg[name], resolve=True)
+            upstream = self.keys[name] = stage_key(name, config, getattr(stages, name), upstream, fingerprint or "")
+            self.hits[name] = self.cache.load(name, upstream)
+        # The deepest cached stage makes the ones before it unnecessary.
+        self.start = next((i + 1 for i in reversed(range(3)) if self.hits[MODEL_STAGES[i]] is not None), 0)
+        self.new: dict[str, list[Detections]] = {name: [] for name in MODEL_STAGES[self.start:]}
+
+    def save(self) -> None:
+        for name, frames in self.new.items():
+            self.cache.save(name, self.keys[name], frames)
+
+
+def model_outputs(batch: list[Frame], stages: Stages, seq_cache: SequenceCache) -> list[Detections]:
+    """Detector -> pose -> ReID for a batch of frames, starting after the deepest cached stage."""
+    if seq_cache.start == 3:
+        return [seq_cache.hits["reid"][f.index] for f in batch]
+    if seq_cache.start == 0:
+        outputs = stages.detector.detect(batch)
+        seq_cache.new["detector"] += outputs
+    else:
+        outputs = [seq_cache.hits[MODEL_STAGES[seq_cache.start - 1]][f.index] for f in batch]
+    for step, name in ((1, "pose"), (2, "reid")):
+        if seq_cache.start <= step:
+            stage = getattr(stages, name)
+            run = stage.estimate if name == "pose" else stage.embed
+            outputs = [run(frame, dets) for frame, dets in zip(batch, outputs)]
+            seq_cache.new[name] += outputs
+    return outputs
+
+
+def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> list[Path]:
     """Run every stage over one sequence and write it. On bad input mid-way (a damaged video),
     the frames tracked so far are still written before the error goes up."""
     from tqdm import tqdm
 
+    seq_cache = SequenceCache(cache, cfg, stages, source)
+    needs_pixels = seq_cache.start < 3 or any(getattr(w, "needs_images", False) for w in stages.writers)
     stages.tracker.reset()
     for writer in stages.writers:
         writer.begin_sequence(source.name, source.meta)
-    bar = tqdm(total=len(source) or None, desc=source.name, unit="frame", disable=not progress,
+    bar = tqdm(total=len(source) or None, desc=source.name, unit="frame", disable=not cfg.run.progress,
                file=sys.stderr, dynamic_ncols=True, leave=False)
     try:
-        for batch in batched(source.frames(), batch_size):
-            for frame, detections in zip(batch, stages.detector.detect(batch)):
-                detections = stages.pose.estimate(frame, detections)
-                detections = stages.reid.embed(frame, detections)
+        for batch in batched(source.frames(decode=needs_pixels), int(cfg.run.batch_size)):
+            for frame, detections in zip(batch, model_outputs(batch, stages, seq_cache)):
                 detections = stages.tracker.update(detections)
                 for writer in stages.writers:
                     writer.write(frame, detections)
@@ -89,6 +140,7 @@ def track_sequence(source, stages: Stages, batch_size: int, progress: bool = Tru
         raise
     finally:
         bar.close()
+    seq_cache.save()
     return [path for writer in stages.writers for path in writer.end_sequence()]
 
 
@@ -101,16 +153,58 @@ def evaluate(cfg, dataset, run_dir: Path, names: Sequence[str]) -> dict | None:
                               cfg=cfg.get("eval"), sequences=list(names))
 
 
+# Keys that change how a run is shown or resumed, not what it computes.
+NON_RESULT_KEYS = ("resume", "progress")
+
+
+class RunState:
+    """``state.json`` in the run folder: the config's hash and the sequences finished so far.
+    Updated atomically after each sequence; ``run.resume=true`` skips finished sequences only when
+    the config is the same (TrackLab's append-only state file reused stale results)."""
+
+    def __init__(self, run_dir: Path, cfg, resume: bool):
+        from omegaconf import OmegaConf
+
+        container = OmegaConf.to_container(cfg, resolve=True)
+        for key in NON_RESULT_KEYS:
+            container["run"].pop(key, None)
+        container["output"].pop("dir", None)
+        self.config_hash = hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()
+        self.path = run_dir / "state.json"
+        self.finished: dict[str, list[str]] = {}
+        if resume and self.path.is_file():
+            try:
+                state = json.loads(self.path.read_text())
+            except json.JSONDecodeError:
+                raise InputError("state file is damaged; start a new run", self.path) from None
+            if state.get("config_hash") != self.config_hash:
+                raise InputError("the configuration differs from the one this run was started with: not "
+                                 "resuming (use another output.dir, or the original settings)", self.path)
+            self.finished = {name: files for name, files in state.get("finished", {}).items()
+                             if all((run_dir / f).is_file() for f in files)}
+
+    def done(self, name: str, files: list[Path], run_dir: Path) -> None:
+        self.finished[name] = [str(Path(f).relative_to(run_dir)) for f in files]
+        write_json(self.path, {"config_hash": self.config_hash, "finished": self.finished}, indent=1)
+
+
 def run(cfg, run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
+    state = RunState(run_dir, cfg, bool(cfg.run.resume))
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     dataset = build_stage(cfg.dataset)
     stages = build_stages(cfg, run_dir)
+    cache = StageCache(cfg.run.cache_dir, enabled=bool(cfg.run.cache))
     names, written = [], []
     for source in dataset.sequences():
-        written += track_sequence(source, stages, int(cfg.run.batch_size), bool(cfg.run.progress))
         names.append(source.name)
+        if source.name in state.finished:
+            print(f"  {source.name}: finished earlier, kept", file=sys.stderr)
+            continue
+        files = track_sequence(source, stages, cfg, cache)
+        state.done(source.name, files, run_dir)
+        written += files
         print(f"  {source.name}: {len(source)} frames", file=sys.stderr)
     if not names:
         raise InputError("the data set has no sequences", getattr(dataset, "path", None))
@@ -126,6 +220,8 @@ def main(argv: list[str]) -> int:
     if show_config:
         print(OmegaConf.to_yaml(cfg))
         return 0
+    if cfg.run.resume and not cfg.output.dir:
+        raise InputError("run.resume=true needs output.dir=<the folder of the run to resume>")
     run_dir = make_run_dir(cfg)
     started = time.perf_counter()
     try:

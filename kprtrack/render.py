@@ -71,6 +71,10 @@ class VideoRenderWriter:
         self.enabled = enabled
         self._writer = None
 
+    @property
+    def needs_images(self) -> bool:
+        return self.enabled
+
     def begin_sequence(self, name: str, meta: dict) -> None:
         self._name, self._fps = name, float(meta.get("fps") or 25.0)
         self._writer, self._size = None, None

@@ -181,6 +181,12 @@ class PoseTrackSource:
     def meta(self) -> dict:
         return {"images": self.seq.images, "categories": self.seq.categories, "fps": self.fps}
 
+    def fingerprint(self) -> str:
+        """Identifies the input for the stage cache: the annotation file's bytes and the frame set."""
+        from kprtrack.weights import sha256_of
+
+        return f"posetrack:{self.root.resolve()}:{sha256_of(self.seq.path)}:{len(self.images)}"
+
     def frames(self, decode: bool = True) -> Iterator[Frame]:
         for index, image in enumerate(self.images):
             pixels = read_image(self.root / image["file_name"]) if decode else None

@@ -40,6 +40,9 @@ class VideoSource:
     def meta(self) -> dict:
         return {"fps": self.fps, "source": str(self.path)}
 
+    def fingerprint(self) -> str:
+        return "video:" + _stat_fingerprint([self.path])
+
     def frames(self, decode: bool = True) -> Iterator[Frame]:
         import cv2
 
@@ -47,8 +50,9 @@ class VideoSource:
         index = 0
         try:
             while True:
-                ok, image = capture.read()
-                if not ok or image is None:
+                # Without decode (all model outputs cached) frames are only counted, not decoded.
+                ok, image = capture.read() if decode else (capture.grab(), None)
+                if not ok or (decode and image is None):
                     break
                 yield Frame(sequence=self.name, index=index, image=image,
                             file_name=f"{self.name}/{index:06d}.jpg")
@@ -77,6 +81,9 @@ class ImageFolderSource:
     def meta(self) -> dict:
         return {"fps": self.fps, "source": str(self.path)}
 
+    def fingerprint(self) -> str:
+        return "images:" + _stat_fingerprint(self.files)
+
     def frames(self, decode: bool = True) -> Iterator[Frame]:
         from kprtrack.data.posetrack import read_image
 
@@ -84,6 +91,17 @@ class ImageFolderSource:
             image: np.ndarray | None = read_image(path) if decode else None
             yield Frame(sequence=self.name, index=index, image=image,
                         file_name=f"{self.name}/{path.name}")
+
+
+def _stat_fingerprint(paths: list[Path]) -> str:
+    """Path, size and modification time of each file: cheap, and any edit changes it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _images_in(folder: Path) -> list[Path]:
