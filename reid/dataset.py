@@ -275,10 +275,16 @@ def build(cfg) -> dict:
     """Build the data set described by a composed ``reid_dataset`` config; returns the summary."""
     from omegaconf import OmegaConf
 
-    if OmegaConf.is_missing(cfg, "root"):
+    if cfg.get("demo"):
+        from kprtrack.data.demo import ensure_demo
+
+        root = ensure_demo()  # the synthetic PoseTrack21-layout demo, generated on first use
+        cfg.annotations_dir = "posetrack_data"
+    elif OmegaConf.is_missing(cfg, "root"):
         raise InputError("reid-dataset needs root=<PoseTrack21 folder> (images/ and "
-                         f"{cfg.annotations_dir}/ inside)")
-    root = Path(str(cfg.root)).expanduser()
+                         f"{cfg.annotations_dir}/ inside), or demo=true")
+    else:
+        root = Path(str(cfg.root)).expanduser()
     out_dir = Path(str(cfg.output_dir)).expanduser()
     if not 0 < int(cfg.min_samples_per_id) <= int(cfg.max_samples_per_id):
         raise InputError(f"need 0 < min_samples_per_id ({cfg.min_samples_per_id}) <= max_samples_per_id "
@@ -324,7 +330,7 @@ def build(cfg) -> dict:
         records = [sample_record(s) for s in samples]
         write_json(out_dir / "splits" / f"{name}.json", records)
         write_text(out_dir / "splits" / f"{name}.csv", csv_text(records))
-    summary = {"table": rows, "notes": notes, "stats": stats,
+    summary = {"root": str(root), "table": rows, "notes": notes, "stats": stats,
                "config": OmegaConf.to_container(cfg, resolve=True),
                "splits": {name: f"splits/{name}.json" for name in subsets}}
     write_text(out_dir / "table.md", "# Occluded PoseTrack-ReID subsets\n\n" + table + "\n"

@@ -253,3 +253,26 @@ def test_real_posetrack18_frames(shared, tmp_path, capsys):
         assert record["num_negative"] == expected
         assert cv2.imread(str(out / record["file"])).shape[:2] == (record["height"], record["width"])
     assert any(r["num_negative"] > 0 for r in gallery)  # 009473: two overlapping people
+
+
+# ------------------------------------------------------------------ the synthetic demo set (the check)
+
+def test_demo_flag_builds_from_the_generated_demo(tmp_path, capsys):
+    out = tmp_path / "occ_demo"
+    assert cli_main(["reid-dataset", "demo=true", f"output_dir={out}"]) == 0
+    assert "| query |" in capsys.readouterr().out
+    summary = json.loads((out / "dataset.json").read_text())
+    table = {r["subset"]: r for r in summary["table"]}
+    query = json.loads((out / "splits/query.json").read_text())
+    gallery = json.loads((out / "splits/gallery.json").read_text())
+    per_id = {}
+    for record in query + gallery:
+        per_id[record["identity"]] = per_id.get(record["identity"], 0) + 1
+    assert all(4 <= n <= 20 for n in per_id.values())
+    assert table["query"]["images"] == sum(int(0.2 * n + 1e-9) for n in per_id.values()) > 0
+    assert table["gallery"]["ids"] == len(per_id) and table["gallery"]["videos"] >= 2
+    assert any(r["num_negative"] > 0 for r in query)  # the demo scripts people crossing each other
+    videos_of: dict[str, set] = {}
+    for record in query + gallery:
+        videos_of.setdefault(record["identity"], set()).add(record["video"])
+    assert any(len(v) > 1 for v in videos_of.values())  # person_id links a person across sequences
