@@ -64,8 +64,10 @@ class HRNetPose(TopDownEstimator):
                              str(weights))
         self.arch = arch or found_arch or meta.get("arch") or "w32"
         self.input_size = tuple(int(v) for v in (input_size or meta.get("input_size") or (256, 192)))
-        if len(self.input_size) != 2 or min(self.input_size) < 32:
-            raise InputError(f"pose.input_size must be [height, width] >= 32, got {input_size}")
+        # four stride-2 steps below the stem's /4: sides must split evenly into 1/32 branches
+        if len(self.input_size) != 2 or any(v < 32 or v % 32 for v in self.input_size):
+            raise InputError(f"pose.input_size must be [height, width], multiples of 32, got "
+                             f"{list(self.input_size)}")
         self.layout = self._pick_layout(layout, meta.get("layout"), layout_from_meta(ckpt_meta))
         self.flip_test, self.shift_heatmap = bool(flip_test), bool(shift_heatmap)
         self.decode, self.padding = decode, float(padding)
