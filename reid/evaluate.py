@@ -177,13 +177,53 @@ def rank_queries(distance: np.ndarray, query_ids: Sequence[str], gallery_ids: Se
     return QueryResults(first_hit, average_precision)
 
 
-def evaluate_mode(runner: EmbeddingRunner, prompts: bool, query, gallery) -> QueryResults:
+@dataclass
+class SplitInput:
+    """A split's crops, read from disk batch by batch (a full Occ-PTrack split does not fit in memory)."""
+
+    dataset_dir: Path
+    name: str
+    records: list[dict]
+
+    @property
+    def ids(self) -> list[str]:
+        return [str(r["identity"]) for r in self.records]
+
+    def batches(self, size: int):
+        path = self.dataset_dir / "splits" / f"{self.name}.json"
+        for start in range(0, len(self.records), size):
+            chunk = self.records[start:start + size]
+            keypoints = [crop_keypoints(r, path) for r in chunk]
+            yield ([read_crop(self.dataset_dir, r) for r in chunk], [k[0] for k in keypoints],
+                   [k[1] for k in keypoints])
+
+
+def embed_split(runner: EmbeddingRunner, split: SplitInput, prompts: bool) -> tuple[np.ndarray, np.ndarray]:
+    from tqdm import tqdm
+
+    parts = []
+    with tqdm(total=len(split.records), desc=f"reid-eval {split.name} ({'with' if prompts else 'w/o'} prompt)",
+              unit="crop", disable=None) as progress:
+        for crops, positives, negatives in split.batches(max(runner.batch_size, 64)):
+            parts.append(runner.embed(crops, positives, negatives, prompts=prompts))
+            progress.update(len(crops))
+    return _stack_batches(parts, runner.name)
+
+
+def _stack_batches(parts, name):
+    shapes = {p[0].shape[1:] for p in parts}
+    if len(shapes) > 1:
+        raise InputError(f"ReID backend {name} returned embeddings of different shapes {sorted(shapes)}")
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def evaluate_mode(runner: EmbeddingRunner, prompts: bool, query: SplitInput, gallery: SplitInput) -> QueryResults:
     from kprtrack.tracker.part_distance import part_distance
 
-    q_emb, q_vis = runner.embed(*query["inputs"], prompts=prompts)
-    g_emb, g_vis = runner.embed(*gallery["inputs"], prompts=prompts)
+    q_emb, q_vis = embed_split(runner, query, prompts)
+    g_emb, g_vis = embed_split(runner, gallery, prompts)
     distance = part_distance(q_emb, q_vis, g_emb, g_vis)
-    return rank_queries(distance, query["ids"], gallery["ids"])
+    return rank_queries(distance, query.ids, gallery.ids)
 
 
 # ---------------------------------------------------------------- report
@@ -295,19 +335,6 @@ def html_report(markdown: str, png: bytes, image_name: str) -> str:
 
 # ---------------------------------------------------------------- command
 
-def _inputs(dataset_dir: Path, records: list[dict], split: str) -> dict:
-    from tqdm import tqdm
-
-    path = dataset_dir / "splits" / f"{split}.json"
-    crops, positives, negatives = [], [], []
-    for record in tqdm(records, desc=f"reid-eval read {split}", unit="crop", disable=None):
-        crops.append(read_crop(dataset_dir, record))
-        pos, neg = crop_keypoints(record, path)
-        positives.append(pos)
-        negatives.append(neg)
-    return {"inputs": (crops, positives, negatives), "ids": [str(r["identity"]) for r in records]}
-
-
 def run(cfg, backend=None) -> dict:
     """Evaluate; ``backend`` overrides ``cfg.reid`` (tests). Returns the metrics written."""
     from omegaconf import OmegaConf
@@ -344,7 +371,8 @@ def run(cfg, backend=None) -> dict:
         notes.append("'w/o prompt' = the same model with an empty prompt (not a separately trained "
                      "non-promptable model as in the paper's Table 6)")
 
-    query, gallery = _inputs(dataset_dir, query_records, "query"), _inputs(dataset_dir, gallery_records, "gallery")
+    query = SplitInput(dataset_dir, "query", query_records)
+    gallery = SplitInput(dataset_dir, "gallery", gallery_records)
     query_mpol = np.asarray([float(r.get("mpol", 0.0)) for r in query_records])
     bins = bin_index(query_mpol, edges)
     results = {mode: evaluate_mode(runner, mode == "on", query, gallery) for mode in modes}

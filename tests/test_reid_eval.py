@@ -123,3 +123,31 @@ def test_demo_dataset_end_to_end(tmp_path, capsys):
     assert sum(metrics["bin_counts"]) == metrics["num_query"]
     assert (out / "mpol.png").stat().st_size > 10_000
     assert "w/o prompt" in capsys.readouterr().out
+
+
+class FakePipelineReID:
+    """Prompt support through the pipeline contract embed(frame, detections): other people = extra rows."""
+
+    supports_prompts = True
+
+    def __init__(self):
+        self.seen = []
+
+    def embed(self, frame, detections):
+        self.seen.append((len(detections), float(detections.keypoints[0, :, 2].sum())))
+        mean = frame.image.reshape(-1, 3).mean(axis=0).astype(np.float32)
+        emb = np.tile(mean, (len(detections), 2, 1))
+        return detections.with_(embeddings=emb, visibility=np.ones((len(detections), 2), np.float32))
+
+
+def test_pipeline_contract_backend_gets_occluders_as_extra_rows(occ_dir, tmp_path):
+    cfg = compose("reid_eval", [f"dataset_dir={occ_dir}", f"output_dir={tmp_path / 'e'}"])
+    backend = FakePipelineReID()
+    metrics = evaluate.run(cfg, backend=backend)
+    assert list(metrics["overall"]) == ["on", "off"]
+    on, off = backend.seen[:40], backend.seen[40:]
+    records = json.loads((occ_dir / "splits/query.json").read_text()) + \
+        json.loads((occ_dir / "splits/gallery.json").read_text())
+    assert [rows for rows, _ in on] == [1 + len(r["negative_keypoints"]) for r in records]
+    assert all(visible == 15 for _, visible in on)
+    assert off == [(1, 0.0)] * 40  # no prompt: the target alone, no keypoints
