@@ -145,12 +145,15 @@ def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> list[Path]
 
 
 def evaluate(cfg, dataset, run_dir: Path, names: Sequence[str]) -> dict | None:
+    """PoseTrack21 evaluation of the sequences just tracked, when the data set has ground truth."""
     if not (cfg.run.evaluate and getattr(dataset, "has_ground_truth", False)):
         return None
+    from omegaconf import OmegaConf
+
     from kprtrack.eval import evaluate_posetrack
 
-    return evaluate_posetrack(dataset.gt_dir, run_dir / "posetrack21", run_dir / "eval",
-                              cfg=cfg.get("eval"), sequences=list(names))
+    eval_cfg = OmegaConf.merge(cfg.eval, {"sequences": list(names), "progress": bool(cfg.run.progress)})
+    return evaluate_posetrack(dataset.gt_dir, run_dir / "posetrack21", run_dir / "eval", cfg=eval_cfg)
 
 
 # Keys that change how a run is shown or resumed, not what it computes.
@@ -212,6 +215,13 @@ def run(cfg, run_dir: Path) -> dict:
     return {"sequences": names, "files": written, "metrics": metrics}
 
 
+def headline(metrics: dict) -> str:
+    box, kps = metrics["box"]["combined"], metrics["keypoints"]["combined"]
+    return (f"pose HOTA {100 * kps['HOTA']:.2f} (DetA {100 * kps['DetA']:.2f}, AssA {100 * kps['AssA']:.2f})  "
+            f"box HOTA {100 * box['HOTA']:.2f}  MOTA {100 * box['MOTA']:.2f}  IDF1 {100 * box['IDF1']:.2f}  "
+            f"IDSW {int(box['IDSW'])}")
+
+
 def main(argv: list[str]) -> int:
     from omegaconf import OmegaConf
 
@@ -229,9 +239,8 @@ def main(argv: list[str]) -> int:
     except InputError:
         print(f"run folder (finished sequences kept): {run_dir}", file=sys.stderr)
         raise
-    summary = result["metrics"] and result["metrics"].get("summary")
-    if summary:
-        print("  " + "  ".join(f"{k} {v:.2f}" for k, v in summary.items()), file=sys.stderr)
+    if result["metrics"]:
+        print(headline(result["metrics"]))
     print(f"{len(result['sequences'])} sequence(s) in {time.perf_counter() - started:.1f} s")
     print(f"run folder: {run_dir}")
     return 0

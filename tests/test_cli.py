@@ -1,0 +1,88 @@
+"""End to end through the real CLI (a subprocess, as users run it)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kprtrack.cli import main
+
+
+def run_cli(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "kprtrack", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def run_folder(stdout: str) -> Path:
+    line = [l for l in stdout.splitlines() if l.startswith("run folder: ")][-1]
+    return Path(line.split(": ", 1)[1])
+
+
+def test_help_and_unknown_command(capsys):
+    assert main(["--help"]) == 0
+    assert "reid-dataset" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2
+
+
+def test_demo_run_without_arguments(tmp_path):
+    result = run_cli(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = run_folder(result.stdout)
+    assert out.is_relative_to(tmp_path / "outputs")
+    jsons = sorted((out / "posetrack21").glob("*.json"))
+    txts = sorted((out / "mot").glob("*.txt"))
+    assert len(jsons) >= 2 and [p.stem for p in jsons] == [p.stem for p in txts]
+    data = json.loads(jsons[0].read_text())
+    assert data["annotations"] and {"track_id", "keypoints", "scores", "bbox"} <= set(data["annotations"][0])
+    assert (out / "config.yaml").is_file()
+
+
+def test_posetrack18_with_oracle_stages(shared, tmp_path):
+    result = run_cli("dataset=posetrack21", f"dataset.root={shared / 'data/posetrack18'}",
+                     "dataset.annotations_dir=annotations", "detector=groundtruth", "pose=groundtruth",
+                     f"output.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = sorted(p.name for p in (tmp_path / "run/posetrack21").glob("*.json"))
+    assert files == ["003418_mpii_test.json", "009473_mpii_test.json", "012834_mpii_test.json"]
+    data = json.loads((tmp_path / "run/posetrack21/012834_mpii_test.json").read_text())
+    # one frame each: ByteTrack confirms every track born on the first frame
+    assert len(data["annotations"]) == 11 and data["images"][0]["id"] == 10128340000
+
+
+def test_missing_data_root_exit_2(tmp_path):
+    result = run_cli("dataset=posetrack21", f"dataset.root={tmp_path / 'nope'}", f"output.dir={tmp_path / 'o'}")
+    assert result.returncode == 2
+    assert "data root not found" in result.stderr and str(tmp_path / "nope") in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_truncated_json_keeps_finished_sequences(shared, tmp_path):
+    root = tmp_path / "pt"
+    (root / "annotations/val").mkdir(parents=True)
+    (root / "images").symlink_to(shared / "data/posetrack18/images")
+    src = shared / "data/posetrack18/annotations/val"
+    for name in ("003418_mpii_test", "009473_mpii_test"):
+        (root / f"annotations/val/{name}.json").write_text((src / f"{name}.json").read_text())
+    text = (src / "012834_mpii_test.json").read_text()
+    (root / "annotations/val/012834_mpii_test.json").write_text(text[: len(text) // 2])
+    result = run_cli("dataset=posetrack21", f"dataset.root={root}", "dataset.annotations_dir=annotations",
+                     "detector=groundtruth", "pose=groundtruth", f"output.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert "012834_mpii_test.json" in result.stderr and "truncated" in result.stderr
+    assert sorted(p.stem for p in (tmp_path / "run/posetrack21").glob("*.json")) == [
+        "003418_mpii_test", "009473_mpii_test"]
+
+
+def test_video_with_oracle_detector_is_a_clear_error(tmp_path):
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (32, 32))
+    writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+    result = run_cli("dataset=video", f"dataset.path={path}", "detector=groundtruth", "pose=groundtruth",
+                     f"output.dir={tmp_path / 'o'}")
+    assert result.returncode == 2 and "needs a data set with ground-truth" in result.stderr
