@@ -106,7 +106,8 @@ def _figures(result: dict) -> list[tuple[str, bytes]]:
         ax.bar(x + (k - (len(series) - 1) / 2) * step, 100 * np.asarray(values), step, label=label)
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("%")
-    ax.legend()
+    ax.set_ylim(min(0.0, 100 * min(min(v) for _, v in series) - 5), 125)  # MOTA can be negative
+    ax.legend(loc="upper center", ncol=len(series), fontsize=8)
     ax.set_title("Per-sequence HOTA / MOTA / IDF1")
     figures.append(("Per-sequence scores", png(fig)))
 
@@ -119,7 +120,7 @@ def _figures(result: dict) -> list[tuple[str, bytes]]:
                 ax.plot(alphas, 100 * np.asarray(curves[field]), style, label=f"{section} {field}")
     ax.set_xlabel("localisation threshold alpha")
     ax.set_ylabel("%")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(-2, 102)  # keep curves at 0 and 100 visible
     ax.legend(fontsize=8)
     ax.set_title("HOTA, DetA, AssA vs alpha (combined)")
     figures.append(("HOTA vs alpha", png(fig)))
