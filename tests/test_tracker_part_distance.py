@@ -1,11 +1,15 @@
 """The visibility-masked part distance against a plain per-pair loop and hand-made cases."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
-from kprtrack.tracker import part_distance as pd_module
 from kprtrack.tracker.part_distance import part_distance
+
+# The package re-exports the function under the module's name, so fetch the module itself.
+pd_module = importlib.import_module("kprtrack.tracker.part_distance")
 
 
 def loop_part_distance(feats_a, vis_a, feats_b, vis_b):

@@ -91,7 +91,7 @@ class KPRTracker:
         track_ids = np.full(len(detections), -1, np.int64)
         valid, feats, vis = self._usable_rows(detections)
         scores = detections.scores
-        high = np.flatnonzero(valid & (scores >= self.det_high_thresh))
+        high = high_all = np.flatnonzero(valid & (scores >= self.det_high_thresh))
         low = np.flatnonzero(valid & (scores > self.det_low_thresh) & (scores < self.det_high_thresh))
 
         tracks.predict()
@@ -102,14 +102,11 @@ class KPRTracker:
         # Round 1: high-confidence detections vs tracked and lost tracks.
         pool = np.flatnonzero(state != NEW)
         m1, free_pool, free_high = assign(cost[np.ix_(pool, high)], self.match_thresh)
-        self._absorb(pool[m1[:, 0]], high[m1[:, 1]], detections, feats, vis, track_ids)
 
         # Round 2: low-confidence detections vs tracked (not lost) tracks left over.
         waiting = pool[free_pool]
         waiting = waiting[state[waiting] == TRACKED]
         m2, free_waiting, _ = assign(cost[np.ix_(waiting, low)], self.second_match_thresh)
-        self._absorb(waiting[m2[:, 0]], low[m2[:, 1]], detections, feats, vis, track_ids)
-        tracks.column("state")[waiting[free_waiting]] = LOST
 
         # Round 3: leftover high detections vs unconfirmed tracks; a match confirms the track.
         high = high[free_high]
@@ -118,7 +115,18 @@ class KPRTracker:
         confirmed = unconfirmed[m3[:, 0]]
         ids[confirmed] = np.arange(self.next_id, self.next_id + len(confirmed))
         self.next_id += len(confirmed)
-        self._absorb(confirmed, high[m3[:, 1]], detections, feats, vis, track_ids)
+
+        # All rounds used the costs of the frame's start, so matched tracks take in their detections
+        # (box, Kalman, masked EMA, state TRACKED) in one batch; unmatched tracked ones become lost.
+        rows = np.concatenate([pool[m1[:, 0]], waiting[m2[:, 0]], confirmed])
+        det_rows = np.concatenate([high_all[m1[:, 1]], low[m2[:, 1]], high[m3[:, 1]]])
+        tracks.absorb(
+            rows, detections.boxes[det_rows], self.frame,
+            None if feats is None else feats[:, det_rows], None if vis is None else vis[:, det_rows],
+            self.ema_alpha, self.visibility_threshold,
+        )
+        track_ids[det_rows] = ids[rows]
+        tracks.column("state")[waiting[free_waiting]] = LOST
         doomed = [unconfirmed[free_unconfirmed]]
 
         # Lost for longer than the buffer: forgotten (checked before births so rows stay valid).
@@ -142,14 +150,6 @@ class KPRTracker:
         return detections.with_(track_ids=track_ids)
 
     # ------------------------------------------------------------------ helpers
-    def _absorb(self, rows, det_rows, detections, feats, vis, track_ids) -> None:
-        self.tracks.absorb(
-            rows, detections.boxes[det_rows], self.frame,
-            None if feats is None else feats[:, det_rows], None if vis is None else vis[:, det_rows],
-            self.ema_alpha, self.visibility_threshold,
-        )
-        track_ids[det_rows] = self.tracks.column("ids")[rows]
-
     def _usable_rows(self, detections: Detections):
         """Rows free of NaN/inf, and the detections' unit part features [P, N, D] / visibility [P, N]."""
         valid = np.isfinite(detections.boxes).all(axis=1) & np.isfinite(detections.scores)
