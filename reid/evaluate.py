@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -325,7 +326,7 @@ def html_report(markdown: str, png: bytes, image_name: str) -> str:
         elif line.startswith("- "):
             body.append(f"<p>&bull; {html.escape(line[2:])}</p>")
         elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
+            body.append("<p>" + re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(line)) + "</p>")
     flush()
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
              "margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}img{max-width:100%}")
