@@ -1,0 +1,200 @@
+"""YOLOX PyTorch backend with random weights: shapes, batching, checkpoints and bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.filterwarnings("ignore:detector.weights is null")
+
+from kprtrack.detector import yolox_weights
+from kprtrack.detector.yolox import YOLOXDetector
+from kprtrack.detector.yolox_arch import MODEL_SIZES, YOLOX
+from kprtrack.detector.yolox_weights import YOLOX_WEIGHTS, describe_state_dict, load_state_dict
+from kprtrack.errors import InputError
+from kprtrack.record import Detections, Frame
+from kprtrack.stages import Detector
+from kprtrack.weights import WeightSpec, sha256_of
+
+# Key names as they appear in official checkpoints (Megvii-BaseDetection/YOLOX module names).
+OFFICIAL_KEYS = [
+    "backbone.backbone.stem.conv.conv.weight", "backbone.backbone.stem.conv.bn.running_var",
+    "backbone.backbone.dark2.1.m.0.conv2.conv.weight", "backbone.backbone.dark5.1.conv2.conv.weight",
+    "backbone.lateral_conv0.conv.weight", "backbone.C3_n4.conv3.bn.bias", "backbone.bu_conv1.conv.weight",
+    "head.stems.2.conv.weight", "head.cls_convs.0.1.conv.weight", "head.reg_convs.1.0.bn.weight",
+    "head.cls_preds.0.weight", "head.reg_preds.2.bias", "head.obj_preds.1.weight",
+]
+
+
+def fake_checkpoint(tmp_path, size: str, num_classes: int, name: str = "ckpt.pth", **extra):
+    """An official-style checkpoint: {'model': state dict, ...} with non-trivial BN statistics."""
+    torch.manual_seed(0)
+    model = YOLOX(size, num_classes)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / name
+    torch.save({"model": model.state_dict(), "start_epoch": 300, **extra}, path)
+    return path, model
+
+
+def frames(count=3, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = [(120, 200), (200, 90), (64, 64), (333, 500)]
+    return [Frame("seq", i, rng.integers(0, 255, (*shapes[i % 4], 3), dtype=np.uint8)) for i in range(count)]
+
+
+def test_official_key_names_and_parameter_counts():
+    model = YOLOX("s", 80)
+    keys = set(model.state_dict())
+    assert set(OFFICIAL_KEYS) <= keys
+    # parameter counts in millions from the YOLOX README: nano 0.91, tiny 5.06, s 9.0, m 25.3
+    # (rounded to the digits given there)
+    for size, millions, half_digit in [("nano", 0.91, 0.005), ("tiny", 5.06, 0.005), ("s", 9.0, 0.05),
+                                       ("m", 25.3, 0.05)]:
+        count = sum(p.numel() for p in YOLOX(size, 80).parameters()) / 1e6
+        assert count == pytest.approx(millions, abs=half_digit), size
+
+
+@pytest.mark.parametrize("size", list(MODEL_SIZES))
+def test_size_and_classes_are_read_from_the_state_dict(size):
+    for classes in (80, 1):
+        state = YOLOX(size, classes).state_dict()
+        assert describe_state_dict(state, "x.pth") == (size, classes)
+
+
+def test_random_init_shapes_and_batching():
+    detector = YOLOXDetector(weights=None, model_size="nano", input_size=[128, 160], batch_size=2,
+                             score_thresh=0.0)
+    assert isinstance(detector, Detector)
+    batch = np.zeros((3, 3, 128, 160), np.float32)
+    raw = detector.raw_outputs(batch)
+    assert raw.shape == (3, 16 * 20 + 8 * 10 + 4 * 5, 85)
+    assert ((raw[..., 4:] >= 0) & (raw[..., 4:] <= 1)).all()  # objectness/classes are probabilities
+    # a batch gives each image the rows it gets alone (untrained scores tie too often to
+    # compare NMS output across batchings, so compare the network rows)
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (3, 3, 128, 160)).astype(np.float32)
+    together = detector.raw_outputs(images)
+    for i in range(3):
+        np.testing.assert_allclose(together[i], detector.raw_outputs(images[i:i + 1])[0], atol=1e-4)
+    inputs = frames(5)
+    results = detector.detect(inputs)  # batches of 2, 2, 1
+    assert len(results) == 5
+    for dets, frame in zip(results, inputs):
+        assert isinstance(dets, Detections) and dets.keypoints is None and len(dets) > 0
+        assert (dets.boxes[:, 2] <= frame.width).all() and (dets.boxes[:, 3] <= frame.height).all()
+        assert (dets.boxes >= 0).all() and (dets.boxes[:, 2:] > dets.boxes[:, :2]).all()
+        assert (np.diff(dets.scores) <= 0).all()
+    assert detector.detect([]) == []
+
+
+@pytest.mark.parametrize("num_classes", [80, 1])
+def test_fake_official_checkpoint_loads_strictly(tmp_path, num_classes):
+    path, reference = fake_checkpoint(tmp_path, "nano", num_classes, best_ap=np.float64(25.8))
+    detector = YOLOXDetector(weights=str(path), input_size=[96, 96])
+    assert detector.model.size_name == "nano" and detector.model.head.num_classes == num_classes
+    assert detector.source == path
+    x = torch.rand(2, 3, 96, 96) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(detector.model(x), reference.eval()(x))
+    assert detector.input_hw == (96, 96)
+    default = YOLOXDetector(weights=str(path), model_size="nano", num_classes=num_classes)
+    assert default.input_hw == (416, 416)  # nano's native size
+
+
+def test_bare_state_dict_and_ddp_prefix(tmp_path):
+    state = {f"module.{k}": v for k, v in YOLOX("nano", 1).state_dict().items()}
+    torch.save(state, tmp_path / "bare.pth")
+    assert describe_state_dict(load_state_dict(tmp_path / "bare.pth"), "bare") == ("nano", 1)
+
+
+def test_wrong_size_or_class_count_is_one_clear_error(tmp_path):
+    path, _ = fake_checkpoint(tmp_path, "nano", 1)
+    with pytest.raises(InputError, match=r"ckpt.pth.*YOLOX-nano but model_size=s"):
+        YOLOXDetector(weights=str(path), model_size="s")
+    with pytest.raises(InputError, match=r"ckpt.pth.*1 classes but num_classes=80"):
+        YOLOXDetector(weights=str(path), num_classes=80)
+    with pytest.raises(InputError, match="person_class=3 but the model has 1 classes"):
+        YOLOXDetector(weights=str(path), person_class=3)
+    with pytest.raises(InputError, match="unknown model_size"):
+        YOLOXDetector(weights=None, model_size="huge")
+
+
+def test_corrupt_and_foreign_files(tmp_path):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    with pytest.raises(InputError, match="corrupt.pth.*cannot load checkpoint"):
+        YOLOXDetector(weights=str(corrupt))
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, foreign)
+    with pytest.raises(InputError, match="foreign.pth.*not a YOLOX checkpoint: missing key"):
+        YOLOXDetector(weights=str(foreign))
+    not_tensors = tmp_path / "list.pth"
+    torch.save([1, 2, 3], not_tensors)
+    with pytest.raises(InputError, match="list.pth.*not a YOLOX checkpoint"):
+        YOLOXDetector(weights=str(not_tensors))
+    # same shapes at the keys we read, but a missing layer: strict loading names the file
+    path, model = fake_checkpoint(tmp_path, "nano", 80, name="broken.pth")
+    state = torch.load(path, weights_only=True)
+    del state["model"]["head.obj_preds.2.bias"]
+    torch.save(state, path)
+    with pytest.raises(InputError, match="broken.pth.*does not fit YOLOX-nano.*obj_preds.2.bias"):
+        YOLOXDetector(weights=str(path))
+    with pytest.raises(InputError, match="weights file not found"):
+        YOLOXDetector(weights=str(tmp_path / "missing.pth"))
+
+
+def test_registry_name_download_and_checksum(tmp_path, monkeypatch):
+    path, _ = fake_checkpoint(tmp_path, "nano", 80, name="yolox_nano.pth")
+    good = WeightSpec(url=path.as_uri(), sha256=sha256_of(path), meta={"input_size": [64, 64]})
+    bad = WeightSpec(url=path.as_uri(), sha256="0" * 64, filename="other.pth")
+    monkeypatch.setitem(YOLOX_WEIGHTS, "test_nano", good)
+    monkeypatch.setitem(YOLOX_WEIGHTS, "test_bad", bad)
+    detector = YOLOXDetector(weights="test_nano")
+    assert detector.input_hw == (64, 64)  # from the registry meta
+    assert detector.source.parent.name == "weights" and detector.source.is_file()
+    with pytest.raises(InputError, match="checksum mismatch"):
+        YOLOXDetector(weights="test_bad")
+
+
+def test_registry_contents():
+    for size in MODEL_SIZES:
+        spec = YOLOX_WEIGHTS[f"yolox_{size}"]
+        assert spec.url.endswith(f"/0.1.1rc0/yolox_{size}.pth") and len(spec.sha256) == 64
+        assert spec.meta["num_classes"] == 80 and spec.meta["preprocess"] == "yolox"
+    bytetrack = YOLOX_WEIGHTS["bytetrack_x_mot17"]
+    assert bytetrack.meta == {"model_size": "x", "num_classes": 1, "input_size": [800, 1440],
+                              "preprocess": "bytetrack", "manual_download": True}
+    assert yolox_weights.YOLOX_ONNX_WEIGHTS["yolox_nano"].meta["input_size"] == [416, 416]
+
+
+def test_manual_download_weights_say_where_to_put_them():
+    with pytest.raises(InputError, match=r"bytetrack_x_mot17.pth.tar: not in the cache; fetch "
+                                         r"https://drive.google.com/.*1P4mY0Yyd3PPTybgZkjMYhFri88nTmJX5"):
+        YOLOXDetector(weights="bytetrack_x_mot17")
+
+
+def test_bad_frames_and_devices():
+    detector = YOLOXDetector(weights=None, model_size="nano", input_size=[64, 64])
+    with pytest.raises(InputError, match="no decoded image"):
+        detector.detect([Frame("seq", 0, None, file_name="a.jpg")])
+    with pytest.raises(InputError, match="HxWx3 uint8"):
+        detector.detect([Frame("seq", 0, np.zeros((8, 8), np.uint8))])
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            YOLOXDetector(weights=None, model_size="nano", device="cuda")
+    with pytest.raises(InputError, match="multiples of 32"):
+        YOLOXDetector(weights=None, model_size="nano", input_size=[100, 100])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_half_matches_float32_cpu():
+    cpu = YOLOXDetector(weights=None, model_size="nano", input_size=[128, 128], score_thresh=0.0)
+    gpu = YOLOXDetector(weights=None, model_size="nano", input_size=[128, 128], score_thresh=0.0,
+                        device="cuda", half=True)
+    gpu.model.load_state_dict(cpu.model.state_dict())
+    gpu.model.half()
+    batch = np.random.default_rng(0).uniform(0, 255, (2, 3, 128, 128)).astype(np.float32)
+    np.testing.assert_allclose(gpu.raw_outputs(batch)[..., 4:], cpu.raw_outputs(batch)[..., 4:], atol=2e-2)
