@@ -51,8 +51,10 @@ def keypoint_heatmaps(keypoints: np.ndarray, size: tuple[int, int], vis_thresh: 
     out = np.zeros((len(keypoints), h, w), np.float32)
     kernel = gaussian_kernel(w)
     r = kernel.shape[0] // 2
-    for i, (x, y, conf) in enumerate(np.asarray(keypoints, np.float64)):
-        if not (conf > vis_thresh) or not (0 <= x < w and 0 <= y < h):
+    # Thresholds compare in float32: the records store float32, and 0.3 must not pass "> 0.3".
+    thresh = np.float32(vis_thresh)
+    for i, (x, y, conf) in enumerate(np.asarray(keypoints, np.float32)):
+        if not (conf > thresh) or not (0 <= x < w and 0 <= y < h):
             continue
         cx, cy = int(x), int(y)
         top, bottom = min(r, cy), min(r, h - 1 - cy)
@@ -67,9 +69,9 @@ def has_confident_keypoint(keypoints: np.ndarray | None, size: tuple[int, int],
     """True if at least one keypoint is confident and inside the prompt."""
     if keypoints is None or len(keypoints) == 0:
         return False
-    k = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    k = np.asarray(keypoints, np.float32).reshape(-1, 3)
     h, w = size
-    ok = (k[:, 2] > vis_thresh) & (k[:, 0] >= 0) & (k[:, 0] < w) & (k[:, 1] >= 0) & (k[:, 1] < h)
+    ok = (k[:, 2] > np.float32(vis_thresh)) & (k[:, 0] >= 0) & (k[:, 0] < w) & (k[:, 1] >= 0) & (k[:, 1] < h)
     return bool(ok.any())
 
 
