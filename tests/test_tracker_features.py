@@ -88,3 +88,27 @@ def test_low_confidence_match_updates_features_too():
     assert tracker.update(detection(b, [True], score=0.3)).track_ids.tolist() == [1]
     feats, _ = stored_features(tracker, 1)
     assert not np.allclose(feats[0], a[0])
+
+
+def test_inplace_update_matches_a_per_pair_loop():
+    from kprtrack.tracker.masked_ema import masked_ema_inplace
+
+    rng = np.random.default_rng(5)
+    parts, n_tracks, n_dets, dim = 4, 7, 6, 8
+    feats = unit(rng.normal(size=(parts, n_tracks, dim)))
+    vis = rng.random((parts, n_tracks)).astype(np.float32)
+    det_feats = unit(rng.normal(size=(parts, n_dets, dim)))
+    det_vis = rng.random((parts, n_dets)).astype(np.float32)
+    rows, det_rows = np.array([5, 0, 3]), np.array([2, 4, 0])
+    expected_feats, expected_vis = feats.copy(), vis.copy()
+    for r, d in zip(rows, det_rows):
+        for p in range(parts):
+            seen_t, seen_d = vis[p, r] >= 0.5, det_vis[p, d] >= 0.5
+            if seen_t and seen_d:
+                expected_feats[p, r] = unit(0.8 * feats[p, r] + 0.2 * det_feats[p, d])
+            elif seen_d:
+                expected_feats[p, r] = det_feats[p, d]
+            expected_vis[p, r] = max(vis[p, r], det_vis[p, d])
+    masked_ema_inplace(feats, vis, rows, det_feats, det_vis, det_rows, alpha=0.8)
+    np.testing.assert_allclose(feats, expected_feats, atol=1e-6)
+    np.testing.assert_allclose(vis, expected_vis)

@@ -23,7 +23,7 @@ from kprtrack.record import Detections
 
 from . import kalman
 from .matching import assign, iou_matrix
-from .part_distance import masked_part_distance, normalize_parts
+from .part_distance import masked_part_distance
 from .track_store import LOST, NEW, TRACKED, TrackStore
 
 __all__ = ["KPRTracker"]
@@ -120,11 +120,8 @@ class KPRTracker:
         # (box, Kalman, masked EMA, state TRACKED) in one batch; unmatched tracked ones become lost.
         rows = np.concatenate([pool[m1[:, 0]], waiting[m2[:, 0]], confirmed])
         det_rows = np.concatenate([high_all[m1[:, 1]], low[m2[:, 1]], high[m3[:, 1]]])
-        tracks.absorb(
-            rows, detections.boxes[det_rows], self.frame,
-            None if feats is None else feats[:, det_rows], None if vis is None else vis[:, det_rows],
-            self.ema_alpha, self.visibility_threshold,
-        )
+        tracks.absorb(rows, detections.boxes[det_rows], self.frame, det_rows, feats, vis, self.ema_alpha,
+                      self.visibility_threshold)
         track_ids[det_rows] = ids[rows]
         tracks.column("state")[waiting[free_waiting]] = LOST
         doomed = [unconfirmed[free_unconfirmed]]
@@ -170,11 +167,18 @@ class KPRTracker:
         else:
             visibility = np.asarray(detections.visibility, np.float32).reshape(embeddings.shape[:2])
         self.tracks.enable_features(*embeddings.shape[1:])
-        valid &= np.isfinite(embeddings).all(axis=(1, 2)) & np.isfinite(visibility).all(axis=1)
-        # NaN rows are never used, but zero them so they cannot leak NaN into matrix products.
-        embeddings = np.where(valid[:, None, None], embeddings, 0.0)
-        visibility = np.where(valid[:, None], np.clip(visibility, 0.0, 1.0), 0.0).astype(np.float32)
-        return valid, np.ascontiguousarray(normalize_parts(embeddings).transpose(1, 0, 2)), np.ascontiguousarray(visibility.T)
+        # Part-major unit vectors in one pass. NaN/inf anywhere in a row shows up in its norms; such
+        # rows are unusable and zeroed so they cannot leak NaN into the matrix products.
+        part_major = embeddings.transpose(1, 0, 2)
+        with np.errstate(invalid="ignore", over="ignore"):
+            norms = np.sqrt(np.einsum("pnd,pnd->pn", part_major, part_major))
+            valid &= np.isfinite(norms).all(axis=0) & np.isfinite(visibility).all(axis=1)
+            unit = np.divide(part_major, np.maximum(norms, 1e-12)[..., None], out=np.empty(part_major.shape, np.float32))
+        vis = np.ascontiguousarray(np.clip(visibility.T, 0.0, 1.0), dtype=np.float32)
+        if not valid.all():
+            unit[:, ~valid] = 0.0
+            vis[:, ~valid] = 0.0
+        return valid, unit, vis
 
     def _cost_matrix(self, detections: Detections, valid, feats, vis) -> np.ndarray:
         tracks = self.tracks

@@ -8,9 +8,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from .part_distance import normalize_parts
+__all__ = ["masked_ema", "masked_ema_inplace"]
 
-__all__ = ["masked_ema"]
+
+def masked_ema_inplace(
+    track_feats: np.ndarray,
+    track_vis: np.ndarray,
+    rows: np.ndarray,
+    det_feats: np.ndarray,
+    det_vis: np.ndarray,
+    det_rows: np.ndarray,
+    alpha: float = 0.9,
+    visible_threshold: float = 0.5,
+) -> None:
+    """Track ``rows[i]`` takes in detection ``det_rows[i]``, in place.
+
+    Part-major arrays: ``track_feats`` [P, T, D] / ``track_vis`` [P, T], ``det_feats`` [P, N, D] /
+    ``det_vis`` [P, N]; features L2-normalised. Float visibility counts as "visible" from
+    ``visible_threshold`` on (bool: True). Only the part vectors that change are touched, which is
+    what keeps the per-frame update cheap. The new visibility is max(track_vis, det_vis).
+    """
+    rows, det_rows = np.asarray(rows), np.asarray(det_rows)
+    seen_track = track_vis[:, rows] >= visible_threshold  # [P, M]
+    seen_det = det_vis[:, det_rows] >= visible_threshold
+    part, pair = np.nonzero(seen_track & seen_det)
+    if len(part):
+        blended = track_feats[part, rows[pair]]
+        blended *= np.float32(alpha)
+        blended += np.float32(1.0 - alpha) * det_feats[part, det_rows[pair]]
+        blended /= np.maximum(np.sqrt(np.einsum("kd,kd->k", blended, blended)), 1e-12)[:, None]
+        track_feats[part, rows[pair]] = blended
+    part, pair = np.nonzero(seen_det & ~seen_track)
+    track_feats[part, rows[pair]] = det_feats[part, det_rows[pair]]
+    track_vis[:, rows] = np.maximum(track_vis[:, rows], det_vis[:, det_rows])
 
 
 def masked_ema(
@@ -21,16 +51,14 @@ def masked_ema(
     alpha: float = 0.9,
     visible_threshold: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """New (features [..., D] unit-norm, visibility [...]) for matched tracklet/detection pairs.
-
-    Any leading layout works ([M, P] or part-major [P, M]); features are expected L2-normalised.
-    Float visibility counts as "visible" from ``visible_threshold`` on (bool visibility: True).
-    The new visibility is max(track_vis, det_vis).
-    """
-    seen_track = track_vis >= visible_threshold
-    seen_det = det_vis >= visible_threshold
-    # Weights of the tracklet and detection features per part; (1, 0) keeps the tracklet's feature.
-    w_track = np.where(seen_det, np.where(seen_track, alpha, 0.0), 1.0).astype(np.float32)
-    w_det = np.float32(1.0) - w_track
-    blended = w_track[..., None] * track_feats + w_det[..., None] * det_feats
-    return normalize_parts(blended), np.maximum(track_vis, det_vis).astype(np.float32)
+    """Pure version for pairs laid out alike: features [..., D], visibility [...]; returns new copies."""
+    shape = np.shape(track_vis)
+    dim = np.shape(track_feats)[-1]
+    feats = np.array(track_feats, np.float32).reshape(1, -1, dim)
+    vis = np.array(track_vis, np.float32).reshape(1, -1)
+    every = np.arange(vis.shape[1])
+    masked_ema_inplace(
+        feats, vis, every, np.asarray(det_feats, np.float32).reshape(1, -1, dim),
+        np.asarray(det_vis, np.float32).reshape(1, -1), every, alpha, visible_threshold,
+    )
+    return feats.reshape(shape + (dim,)), vis.reshape(shape)

@@ -23,10 +23,14 @@ def assign(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray, n
     rows = np.flatnonzero(row_to_col >= 0)
     cols = row_to_col[rows]
     keep = finite[rows, cols] <= max_cost  # lapjv's cost_limit is soft at the boundary
-    matches = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)
-    unmatched_rows = np.setdiff1d(np.arange(n_rows), matches[:, 0], assume_unique=True)
-    unmatched_cols = np.setdiff1d(np.arange(n_cols), matches[:, 1], assume_unique=True)
-    return matches, unmatched_rows, unmatched_cols
+    rows, cols = rows[keep], cols[keep]
+    row_free = np.ones(n_rows, bool)
+    row_free[rows] = False
+    col_free = np.ones(n_cols, bool)
+    col_free[cols] = False
+    matches = np.empty((len(rows), 2), np.int64)
+    matches[:, 0], matches[:, 1] = rows, cols
+    return matches, np.flatnonzero(row_free), np.flatnonzero(col_free)
 
 
 def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

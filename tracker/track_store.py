@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kalman
-from .masked_ema import masked_ema
+from .masked_ema import masked_ema_inplace
 
 NEW, TRACKED, LOST = 0, 1, 2  # removed tracks are simply dropped
 
@@ -89,8 +89,10 @@ class TrackStore:
             self.column("vis")[:, rows] = vis
         return rows
 
-    def absorb(self, rows, boxes, frame: int, feats=None, vis=None, alpha=0.9, visible_threshold=0.5) -> None:
-        """Matched detections update their tracks: box, Kalman state, masked-EMA part features."""
+    def absorb(self, rows, boxes, frame: int, det_rows=None, feats=None, vis=None, alpha=0.9,
+               visible_threshold=0.5) -> None:
+        """Track ``rows[i]`` takes in detection ``det_rows[i]``: box, Kalman state, masked-EMA part
+        features (``feats`` [P, N, D] unit vectors / ``vis`` [P, N] of all the frame's detections)."""
         if len(rows) == 0:
             return
         self.column("boxes")[rows] = boxes
@@ -101,10 +103,8 @@ class TrackStore:
             self.column("mean")[rows] = mean
             self.column("cov")[rows] = cov
         if self.part_shape is not None:
-            all_feats, all_vis = self.column("feats"), self.column("vis")
-            new_feats, new_vis = masked_ema(all_feats[:, rows], all_vis[:, rows], feats, vis, alpha, visible_threshold)
-            all_feats[:, rows] = new_feats
-            all_vis[:, rows] = new_vis
+            masked_ema_inplace(self.column("feats"), self.column("vis"), rows, feats, vis, det_rows, alpha,
+                               visible_threshold)
 
     def predict(self) -> None:
         """One Kalman step for every live track (lost tracks stop growing: ByteTrack zeroes their height rate)."""
