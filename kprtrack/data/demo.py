@@ -102,22 +102,22 @@ def _sequence_names(num_sequences: int) -> list[tuple[str, str]]:
 
 
 def _cast(rng: np.random.Generator, num_sequences: int) -> tuple[list[list[int]], list[Appearance]]:
-    """Person ids per sequence (3-6 each, one identity shared with the previous sequence)."""
-    counts = [int(rng.integers(3, 7)) for _ in range(num_sequences)]
-    fresh = [counts[0]] + [c - 1 for c in counts[1:]]
-    looks = random_appearances(rng, sum(fresh))
-    # deal fresh identities round-robin so hues inside one sequence stay far apart
-    pool = [[] for _ in range(num_sequences)]
-    queue = list(range(sum(fresh)))
-    while queue:
-        for s in range(num_sequences):
-            if len(pool[s]) < fresh[s] and queue:
-                pool[s].append(queue.pop(0))
+    """Person ids per sequence (3-6 each; from the second on, one identity comes from the
+    previous sequence) and every identity's look, indexed by person id."""
+    looks: list[Appearance] = []
     cast: list[list[int]] = []
     for s in range(num_sequences):
-        ids = list(pool[s])
-        if s > 0:
-            ids.insert(int(rng.integers(0, len(ids) + 1)), int(rng.choice(cast[s - 1])))
+        count = int(rng.integers(3, 7))
+        if s == 0:
+            ids = list(range(count))
+            looks += random_appearances(rng, count)
+        else:
+            returning = int(rng.choice(cast[s - 1]))
+            # newcomers' shirt hues are spread around the returning person's hue
+            fresh = random_appearances(rng, count, first_hue=looks[returning].hue)[1:]
+            ids = list(range(len(looks), len(looks) + len(fresh)))
+            looks += fresh
+            ids.insert(int(rng.integers(0, len(ids) + 1)), returning)
         cast.append(ids)
     return cast, looks
 
@@ -185,25 +185,37 @@ def _round(values: Any) -> list[float]:
 
 
 def _render_frame(background: np.ndarray, walkers: list[_Walker], scene: _Scene,
-                  rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Draw everyone far to near; return the JPEG-ready image and per-person ground truth."""
+                  grain: np.ndarray | None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Draw everyone far to near, add sensor ``grain`` (int16, image-sized); return the
+    JPEG-ready image and per-person ground truth."""
     image = background.copy()
     owner = np.zeros(image.shape[:2], np.uint8)  # who is visible at each pixel (index + 1)
     silhouette = np.zeros(image.shape[:2], np.uint8)
     people = []
     for rank, walker in enumerate(sorted(walkers, key=lambda p: (p.ground_y, p.track_id))):
         pose = _pose_of(walker, scene)
-        silhouette[:] = 0
+        # only the area around the figure is cleared and scanned: limbs stay within 0.1 height
+        # of the joints, and whole-frame mask passes would dominate the generation time
+        points = np.vstack([pose.joints, pose.toes])
+        margin = 0.1 * pose.height + 3
+        x0, y0 = np.floor(points.min(axis=0) - margin).astype(int).clip(0)
+        x1, y1 = np.ceil(points.max(axis=0) + margin).astype(int) + 1
+        if x0 >= scene.width or y0 >= scene.height or x1 <= 0 or y1 <= 0:
+            continue
+        area = silhouette[y0:y1, x0:x1]
+        area[:] = 0
         draw_person(silhouette, pose, walker.look, silhouette=True)
-        bounds = mask_bounds(silhouette)
+        bounds = mask_bounds(area)
         if bounds is None:
             continue
         draw_person(image, pose, walker.look)
-        owner[silhouette > 0] = rank + 1
-        people.append((rank, walker, pose, bounds, int(np.count_nonzero(silhouette))))
+        owner[y0:y1, x0:x1][area > 0] = rank + 1
+        bx1, by1, bx2, by2 = bounds
+        people.append((rank, walker, pose, (bx1 + x0, by1 + y0, bx2 + x0, by2 + y0),
+                       int(np.count_nonzero(area))))
     visible = np.bincount(owner.ravel(), minlength=len(walkers) + 2)
-    noise = rng.standard_normal(image.shape, dtype=np.float32) * 3.0
-    image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    if grain is not None:
+        image = np.clip(image.astype(np.int16) + grain, 0, 255).astype(np.uint8)
 
     truth = []
     for rank, walker, pose, (x1, y1, x2, y2), area in people:
@@ -220,9 +232,13 @@ def _render_frame(background: np.ndarray, walkers: list[_Walker], scene: _Scene,
             continue
         cx, cy = pose.head_center
         r = pose.head_radius
+        # drawing snaps to whole pixels, so a joint can sit half a pixel off the figure
+        joints = pose.joints[inside]
+        x1, y1 = min(x1, joints[:, 0].min()), min(y1, joints[:, 1].min())
+        x2, y2 = max(x2 + 1, joints[:, 0].max()), max(y2 + 1, joints[:, 1].max())
         truth.append({
             "track_id": walker.track_id, "person_id": walker.person_id,
-            "bbox": _round([x1, y1, x2 + 1 - x1, y2 + 1 - y1]),
+            "bbox": _round([x1, y1, x2 - x1, y2 - y1]),
             "bbox_head": _round([cx - r, cy - r, 2 * r, 2 * r]),
             "keypoints": _round(keypoints.ravel()), "num_keypoints": int(inside.sum()),
         })
@@ -243,6 +259,8 @@ def _generate_sequence(root: Path, vid_id: str, name: str, rng: np.random.Genera
     background, regions = street_background(rng, width, height, horizon)
     regions_x, regions_y = _polygons_xy(regions)
     walkers = _script_walkers(rng, scene, num_frames, person_ids, looks)
+    # sensor noise: one field per sequence, shifted every frame (cheaper than fresh noise)
+    grain = (rng.standard_normal((height + 32, width + 32, 3), dtype=np.float32) * 3).round().astype(np.int16)
     # PoseTrack labels sparsely: a few frames without keypoints, half of them still with boxes
     unlabeled = rng.choice(np.arange(1, num_frames), size=max(2, round(0.1 * num_frames)), replace=False)
     box_only = set(int(i) for i in unlabeled[: len(unlabeled) // 2])
@@ -253,7 +271,8 @@ def _generate_sequence(root: Path, vid_id: str, name: str, rng: np.random.Genera
         if index:
             for walker in walkers:
                 _step(walker, scene)
-        image, truth = _render_frame(background, walkers, scene, rng)
+        dy, dx = rng.integers(0, 32, size=2)
+        image, truth = _render_frame(background, walkers, scene, grain[dy:dy + height, dx:dx + width])
         file_name = f"images/{SPLIT}/{name}/{index:06d}.jpg"
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
@@ -331,6 +350,10 @@ def generate_demo(root: str | os.PathLike, *, seed: int = 0, num_sequences: int 
     return root
 
 
+_DEFAULTS = {k: p.default for k, p in inspect.signature(generate_demo).parameters.items()
+             if p.kind is p.KEYWORD_ONLY}
+
+
 def demo_home() -> Path:
     """``$KPRTRACK_HOME/demo``; KPRTRACK_HOME defaults to the user's cache folder."""
     home = os.environ.get("KPRTRACK_HOME")
@@ -342,8 +365,7 @@ def demo_home() -> Path:
 
 
 def _defaults() -> dict[str, Any]:
-    signature = inspect.signature(generate_demo)
-    return {k: p.default for k, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
+    return dict(_DEFAULTS)
 
 
 def is_complete(root: str | os.PathLike, **params: Any) -> bool:

@@ -25,6 +25,7 @@ BGR = tuple[int, int, int]
 class Appearance:
     """What makes one identity recognisable: clothing and skin/hair colours (BGR)."""
 
+    hue: float  # of the shirt, kept to space other people's shirts away from it
     shirt: BGR
     trousers: BGR
     skin: BGR
@@ -57,14 +58,20 @@ _SKIN = ((170, 200, 240), (130, 170, 220), (90, 130, 190), (60, 90, 140), (45, 6
 _HAIR = ((20, 20, 20), (30, 50, 90), (60, 110, 170), (180, 180, 180), (40, 40, 120), (20, 60, 60))
 
 
-def random_appearances(rng: np.random.Generator, count: int) -> list[Appearance]:
-    """``count`` identities whose shirt hues are spread around the colour wheel."""
-    start = rng.random()
-    hues = [(start + i / max(count, 1) + rng.uniform(-0.03, 0.03)) % 1.0 for i in range(count)]
+def random_appearances(rng: np.random.Generator, count: int,
+                       first_hue: float | None = None) -> list[Appearance]:
+    """``count`` identities whose shirt hues are spread evenly around the colour wheel.
+
+    ``first_hue`` pins the first hue (to fit newcomers around a person already in the scene).
+    """
+    start = rng.random() if first_hue is None else first_hue
+    hues = [(start + i / max(count, 1) + (rng.uniform(-0.03, 0.03) if i or first_hue is None else 0))
+            % 1.0 for i in range(count)]
     order = rng.permutation(count)  # trouser/skin/hair choices independent of hue order
     people = []
     for i in range(count):
         people.append(Appearance(
+            hue=hues[i],
             shirt=_bgr_from_hsv(hues[i], rng.uniform(0.55, 0.95), rng.uniform(0.6, 0.95)),
             trousers=_TROUSERS[(int(order[i]) + int(rng.integers(0, 3))) % len(_TROUSERS)],
             skin=_SKIN[int(rng.integers(0, len(_SKIN)))],
@@ -175,12 +182,12 @@ def draw_person(canvas: np.ndarray, pose: Pose, look: Appearance, silhouette: bo
     seg(neck, pose.head_center, ap.skin, 0.045 * h)
     draw_arm(*near_arm)
     dot(pose.head_center, pose.head_radius, ap.skin)
-    if not silhouette:  # hair: a cap over the top half of the head, on the back side
-        r = int(round(pose.head_radius * 1.05))
-        start = 180 if pose.facing > 0 else 200
-        cv2.ellipse(canvas, _pt(pose.head_center - np.array([0.1 * r * pose.facing, 0.05 * r])),
-                    (r, r), 0, start - 20 * pose.facing, start + 180 - 20 * pose.facing,
-                    ap.hair, -1, line)
+    # hair: a cap over the top half of the head, shifted to the back of the head
+    r = int(round(pose.head_radius * 1.05))
+    start = 180 if pose.facing > 0 else 200
+    cv2.ellipse(canvas, _pt(pose.head_center - np.array([0.1 * r * pose.facing, 0.05 * r])),
+                (r, r), 0, start - 20 * pose.facing, start + 180 - 20 * pose.facing,
+                colour(ap.hair), -1, line)
 
 
 def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
