@@ -91,7 +91,7 @@ class KPRTracker:
         track_ids = np.full(len(detections), -1, np.int64)
         valid, feats, vis = self._usable_rows(detections)
         scores = detections.scores
-        high = high_all = np.flatnonzero(valid & (scores >= self.det_high_thresh))
+        high = np.flatnonzero(valid & (scores >= self.det_high_thresh))
         low = np.flatnonzero(valid & (scores > self.det_low_thresh) & (scores < self.det_high_thresh))
 
         tracks.predict()
@@ -109,9 +109,9 @@ class KPRTracker:
         m2, free_waiting, _ = assign(cost[np.ix_(waiting, low)], self.second_match_thresh)
 
         # Round 3: leftover high detections vs unconfirmed tracks; a match confirms the track.
-        high = high[free_high]
+        leftover = high[free_high]
         unconfirmed = np.flatnonzero(state == NEW)
-        m3, free_unconfirmed, free_high = assign(cost[np.ix_(unconfirmed, high)], self.unconfirmed_match_thresh)
+        m3, free_unconfirmed, free_leftover = assign(cost[np.ix_(unconfirmed, leftover)], self.unconfirmed_match_thresh)
         confirmed = unconfirmed[m3[:, 0]]
         ids[confirmed] = np.arange(self.next_id, self.next_id + len(confirmed))
         self.next_id += len(confirmed)
@@ -119,7 +119,7 @@ class KPRTracker:
         # All rounds used the costs of the frame's start, so matched tracks take in their detections
         # (box, Kalman, masked EMA, state TRACKED) in one batch; unmatched tracked ones become lost.
         rows = np.concatenate([pool[m1[:, 0]], waiting[m2[:, 0]], confirmed])
-        det_rows = np.concatenate([high_all[m1[:, 1]], low[m2[:, 1]], high[m3[:, 1]]])
+        det_rows = np.concatenate([high[m1[:, 1]], low[m2[:, 1]], leftover[m3[:, 1]]])
         tracks.absorb(rows, detections.boxes[det_rows], self.frame, det_rows, feats, vis, self.ema_alpha,
                       self.visibility_threshold)
         track_ids[det_rows] = ids[rows]
@@ -131,7 +131,7 @@ class KPRTracker:
         doomed.append(np.flatnonzero((tracks.column("state") == LOST) & (self.frame - last_frame > self.track_buffer)))
 
         # Births: confident leftovers start tracks; only tracks of the first frame count at once.
-        born = high[free_high]
+        born = leftover[free_leftover]
         born = born[scores[born] >= self.new_track_thresh]
         if len(born):
             first_frame = self.frame == 1
