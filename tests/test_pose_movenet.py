@@ -82,3 +82,30 @@ def test_runtime_missing_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     with pytest.raises(MissingModelError, match="pip install ai-edge-litert"):
         MoveNetPose("movenet_lightning_int8")
+
+
+def test_approximate_head_joints_beat_copying_the_eyes_on_posetrack18(movenet):
+    """The documented COCO -> PoseTrack head approximation, on real PoseTrack18 people."""
+    from kprtrack.pose.layouts import coco_to_posetrack
+
+    root = shared_file("data/posetrack18/annotations/test_posetrack18_val.json").parent.parent
+    data = json.loads((root / "annotations" / "test_posetrack18_val.json").read_text())
+    hits = {"approx": [], "eyes": []}
+    for image in data["images"]:
+        anns = [a for a in data["annotations"] if a["image_id"] == image["id"] and a.get("bbox_head")]
+        if not anns:
+            continue
+        frame = Frame("pt", 0, cv2.imread(str(root / image["file_name"])))
+        boxes = np.array([a["bbox"] for a in anns], np.float32)
+        boxes[:, 2:] += boxes[:, :2]
+        native = movenet.estimate_native(frame, boxes)
+        approx = coco_to_posetrack(native)
+        for ann, eyes, guess in zip(anns, native, approx):
+            gt = np.array(ann["keypoints"], float).reshape(17, 3)
+            head = 0.6 * np.hypot(*ann["bbox_head"][2:])  # PoseTrack's head size
+            for joint in (1, 2):
+                if gt[joint, 2] > 0:
+                    hits["approx"].append(np.linalg.norm(guess[joint, :2] - gt[joint, :2]) < 0.5 * head)
+                    hits["eyes"].append(np.linalg.norm(eyes[joint, :2] - gt[joint, :2]) < 0.5 * head)
+    assert len(hits["approx"]) >= 20
+    assert np.mean(hits["approx"]) >= 0.7 > np.mean(hits["eyes"]) + 0.3, hits
