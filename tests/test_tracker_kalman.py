@@ -117,3 +117,19 @@ def test_fused_cost_is_the_weighted_mean():
         tracker.update(Detections(box, [0.9], embeddings=feats_a))
         got = tracker.update(Detections(shifted, [0.9], embeddings=feats_b)).track_ids.tolist()
         assert got == ([1] if matched else [-1]), (thresh, expected)
+
+
+def test_lost_track_keeps_moving_but_stops_growing():
+    """ByteTrack zeroes the height rate of lost tracks so an unseen box does not balloon."""
+    tracker = KPRTracker(kalman=True, **BOX_ONLY)
+    for step in range(12):  # moving right 10 px/frame and growing 4 px/frame
+        box = np.array([[10.0 * step, 0, 10.0 * step + 40, 100 + 4.0 * step]])
+        assert tracker.update(Detections(box, [0.9])).track_ids.tolist() == [1]
+    heights, centres = [], []
+    for _ in range(3):
+        tracker.update(Detections.empty())
+        predicted = tracker.tracks.predicted_boxes()[0]
+        heights.append(predicted[3] - predicted[1])
+        centres.append((predicted[0] + predicted[2]) / 2)
+    assert np.ptp(heights[1:]) < 0.5  # after the first lost frame the height is frozen
+    assert centres[2] - centres[1] > 5  # ... while the box keeps its horizontal velocity
