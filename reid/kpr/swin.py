@@ -41,7 +41,8 @@ SWIN_SPECS: dict[str, SwinSpec] = {
     "swin_base_patch4_window7_224": SwinSpec(1, window_size=7),
     "swin_base_patch4_window12_384": SwinSpec(1, window_size=12),
     "swin_large_patch4_window12_384": SwinSpec(1, embed_dim=192, num_heads=(6, 12, 24, 48), window_size=12),
-    # Tiny variant: not used by published KPR models, handy for fast tests and benchmarks.
+    # Tiny variants: not used by published KPR models, handy for fast tests and benchmarks.
+    "swin_tiny_patch4_window7_224": SwinSpec(1, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
     "swinv2_tiny_window8_256": SwinSpec(2, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=8),
 }
 
