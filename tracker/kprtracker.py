@@ -165,7 +165,10 @@ class KPRTracker:
         if detections.visibility is None:
             visibility = np.ones(embeddings.shape[:2], np.float32)
         else:
-            visibility = np.asarray(detections.visibility, np.float32).reshape(embeddings.shape[:2])
+            visibility = np.asarray(detections.visibility, np.float32)
+            if visibility.shape != embeddings.shape[:2]:
+                raise ValueError(f"KPRTracker: visibility shape {visibility.shape} does not match embeddings "
+                                 f"{embeddings.shape} (expected [N, parts])")
         self.tracks.enable_features(*embeddings.shape[1:])
         # Part-major unit vectors in one pass. NaN/inf anywhere in a row shows up in its norms; such
         # rows are unusable and zeroed so they cannot leak NaN into the matrix products.
