@@ -303,3 +303,9 @@ def test_command_prints_the_folder(tmp_path, capsys):
                       "width=320", "height=180"]) == 0
     printed = Path(capsys.readouterr().out.strip())
     assert printed == tmp_path / "cli" and is_complete(printed, **SMALL)
+    # force=1 regenerates a complete folder
+    marker = tmp_path / "cli" / demo.MARKER
+    before = marker.stat().st_mtime_ns
+    assert demo.main([f"root={tmp_path / 'cli'}", "force=1", "num_sequences=1", "num_frames=30",
+                      "width=320", "height=180"]) == 0
+    assert marker.stat().st_mtime_ns > before and is_complete(printed, **SMALL)

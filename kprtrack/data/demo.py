@@ -79,20 +79,15 @@ class _Scene:
         return 1.07 * (ground_y - self.horizon)
 
 
-def _check_params(seed: int, num_sequences: int, num_frames: int, width: int, height: int) -> None:
-    checks = {
-        "seed": isinstance(seed, (int, np.integer)) and seed >= 0,
-        "num_sequences": isinstance(num_sequences, (int, np.integer)) and 1 <= num_sequences <= 99,
-        "num_frames": isinstance(num_frames, (int, np.integer)) and 30 <= num_frames <= 9999,
-        "width": isinstance(width, (int, np.integer)) and 160 <= width <= 4096,
-        "height": isinstance(height, (int, np.integer)) and 120 <= height <= 4096,
-    }
-    limits = {"seed": ">= 0", "num_sequences": "1..99", "num_frames": "30..9999",
-              "width": "160..4096", "height": "120..4096"}
-    for name, ok in checks.items():
-        if not ok:
-            value = locals()[name]
-            raise InputError(f"demo parameter {name}={value!r} must be an integer in {limits[name]}")
+_LIMITS = {"seed": (0, 2**63 - 1), "num_sequences": (1, 99), "num_frames": (30, 9999),
+           "width": (160, 4096), "height": (120, 4096)}
+
+
+def _check_params(**params: Any) -> None:
+    for name, (low, high) in _LIMITS.items():
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+            raise InputError(f"demo parameter {name}={value!r} must be an integer in {low}..{high}")
 
 
 def _sequence_names(num_sequences: int) -> list[tuple[str, str]]:
@@ -334,7 +329,8 @@ def generate_demo(root: str | os.PathLike, *, seed: int = 0, num_sequences: int 
     Same arguments -> byte-identical JSON and identical JPEGs. The completion marker is written
     last, so an interrupted generation is detected (and redone) by ``ensure_demo``.
     """
-    _check_params(seed, num_sequences, num_frames, width, height)
+    _check_params(seed=seed, num_sequences=num_sequences, num_frames=num_frames, width=width,
+                  height=height)
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise InputError("demo data folder is a file", root)
@@ -378,6 +374,13 @@ def is_complete(root: str | os.PathLike, **params: Any) -> bool:
         return False
 
 
+def cached_root(**params: Any) -> Path:
+    """``$KPRTRACK_HOME/demo/v<version>-<hash of the parameters>`` (not created here)."""
+    full = _params(**{**_defaults(), **params})
+    digest = hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:12]
+    return demo_home() / f"v{DEMO_VERSION}-{digest}"
+
+
 def ensure_demo(root: str | os.PathLike | None = None, **params: Any) -> Path:
     """The demo data set's folder, generated only when missing, partial or made differently.
 
@@ -388,10 +391,7 @@ def ensure_demo(root: str | os.PathLike | None = None, **params: Any) -> Path:
         raise InputError(f"unknown demo parameter(s) {sorted(unknown)}; known: {sorted(_defaults())}")
     full = {**_defaults(), **params}
     _check_params(**full)
-    if root is None:
-        digest = hashlib.sha256(json.dumps(_params(**full), sort_keys=True).encode()).hexdigest()[:12]
-        root = demo_home() / f"v{DEMO_VERSION}-{digest}"
-    root = Path(root).expanduser()
+    root = Path(root).expanduser() if root is not None else cached_root(**full)
     if not is_complete(root, **full):
         generate_demo(root, **full)
     return root
@@ -417,13 +417,9 @@ def main(argv: Sequence[str]) -> int:
                 options[key] = int(value)
             except ValueError:
                 raise InputError(f"demo argument {key} must be an integer, got '{value}'") from None
-    if force and root is not None:
-        path = generate_demo(root, **options)
+    if force:  # regenerate even when a complete copy exists
+        path = generate_demo(root if root is not None else cached_root(**options), **options)
     else:
-        if force:
-            path = ensure_demo(None, **options)
-            generate_demo(path, **{**_defaults(), **options})
-        else:
-            path = ensure_demo(root, **options)
+        path = ensure_demo(root, **options)
     print(path, file=sys.stdout)
     return 0
