@@ -11,6 +11,7 @@ from kprtrack.errors import InputError
 COMMANDS = {
     "run": ("kprtrack.pipeline:main", "detect, estimate poses, embed, track, write (and evaluate)"),
     "eval": ("kprtrack.eval.command:main", "evaluate existing predictions (PoseTrack21 JSON / MOT txt)"),
+    "demo": ("kprtrack.data.demo:main", "generate the synthetic demo data set (cached) and print its folder"),
     "export": ("kprtrack.export:main", "export a model to ONNX"),
     "reid-dataset": ("kprtrack.reid.dataset:main", "build the Occluded PoseTrack-ReID data set"),
     "reid-eval": ("kprtrack.reid.evaluate:main", "rank-1/mAP with and without prompts"),
