@@ -14,14 +14,16 @@ import warnings
 import numpy as np
 
 
-def rate(run, crops: int, repeats: int) -> float:
-    """Best-of-``repeats`` crops per second of ``run()``, which processes ``crops`` crops."""
-    best = float("inf")
+def best_rates(runs: dict, crops: int, repeats: int) -> dict:
+    """Best-of-``repeats`` crops/s of each ``run()``; the runs alternate so that a change in
+    machine load hits both sides alike."""
+    best = {name: float("inf") for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return crops / best
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: crops / seconds for name, seconds in best.items()}
 
 
 def main() -> None:
@@ -55,8 +57,10 @@ def main() -> None:
     singles = [all_dets.subset([i]) for i in range(args.crops)]
 
     est.estimate(frame, all_dets)  # warm-up (allocator, oneDNN kernels)
-    batched = rate(lambda: est.estimate(frame, all_dets), args.crops, args.repeats)
-    one_by_one = rate(lambda: [est.estimate(frame, d) for d in singles], args.crops, args.repeats)
+    rates = best_rates({"batched": lambda: est.estimate(frame, all_dets),
+                        "single": lambda: [est.estimate(frame, d) for d in singles]},
+                       args.crops, args.repeats)
+    batched, one_by_one = rates["batched"], rates["single"]
     print(f"HRNet-W32 {height}x{width} flip_test={not args.no_flip} threads={torch.get_num_threads()} "
           f"crops={args.crops}")
     print(f"batched:        {batched:8.2f} crops/s")
