@@ -50,6 +50,7 @@ class OnnxReID:
         self.to_rgb = color == "rgb"
         self.scale, self.mean, self.std = float(scale), [float(v) for v in mean], [float(v) for v in std]
         self.path = path
+        self.weights_path = path  # the stage cache keys on its checksum
 
     def embed(self, frame: Frame, detections: Detections) -> Detections:
         crops, valid, _ = crop_boxes(frame.image, detections.boxes, (self.height, self.width))

@@ -69,6 +69,11 @@ class KPRReID:
             f"part{i}" for i in range(1, self.arch.parts_num + 1)))
 
     @property
+    def supports_prompts(self) -> bool:
+        """Read by ReID evaluation: with prompts off the "with prompt" column would be a copy."""
+        return bool(self.settings["prompts"])
+
+    @property
     def size(self) -> tuple[int, int]:
         return self.arch.height, self.arch.width
 
