@@ -36,6 +36,7 @@ def trained_looking(model):
 
 @pytest.fixture(scope="module")
 def nano_detector():
+    torch.manual_seed(0)  # the random init too, so the test does not depend on other tests' RNG use
     detector = YOLOXDetector(weights=None, model_size="nano", num_classes=1, input_size=[160, 224],
                              score_thresh=0.05)
     trained_looking(detector.model)
