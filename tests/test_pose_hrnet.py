@@ -12,6 +12,15 @@ from kprtrack.pose.hrnet_net import PoseHighResolutionNet
 from kprtrack.record import Detections, Frame
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny forwards: with 2 threads on a busy 2-core CI box, thread hand-offs cost more than the math."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def w32_state():
     torch.manual_seed(0)
