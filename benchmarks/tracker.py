@@ -218,7 +218,7 @@ class IdentityScore:
     the last id it had), how many of the people's detections got an id, and false positives given one."""
 
     people: int
-    last: np.ndarray = None  # type: ignore[assignment]
+    last: np.ndarray = field(init=False)  # each person's last tracker id, -1 = never tracked yet
     switches: int = 0
     covered: int = 0
     person_rows: int = 0
@@ -265,6 +265,10 @@ def numpy_bytes(obj, seen: set[int] | None = None) -> int:
     if hasattr(obj, "__dict__"):
         return numpy_bytes(vars(obj), seen)
     return 0
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def process_rss_mib() -> tuple[float, float]:
@@ -383,7 +387,7 @@ def report(result: Result, scene: Scene) -> list[str]:
         f"(1 global + {scene.identities.shape[1] - 1}) x {scene.identities.shape[2]}-D, "
         f"{len(scene.truth) / result.frames:.1f} detections/frame ({(scene.truth < 0).mean():.1%} false positives, "
         f"{(scene.scores < 0.5).mean():.1%} scored below 0.5); OPENBLAS_NUM_THREADS="
-        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, CPUs usable {len(os.sched_getaffinity(0))}",
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, CPUs usable {usable_cpus()}",
     ]
     lines += [f"{name}: {text}" for name, text in result.descriptions.items()]
     lines.append(f"{'':>20}  {'clock':<5} {'frames/s':>9} {f'mean ms/frame [{e0},{e1})':>27} "
