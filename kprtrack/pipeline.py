@@ -33,7 +33,7 @@ def build_stage(node, **kwargs):
     from omegaconf import OmegaConf
 
     # Resolve while the node still knows its parents (interpolations like ${output.render}).
-    config = OmegaConf.to_container(node, resolve=True)
+    config = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     for key in DESCRIPTIVE_KEYS:
         config.pop(key, None)
     return instantiate(config, **kwargs)
