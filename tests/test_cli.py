@@ -42,13 +42,22 @@ def test_demo_run_without_arguments(tmp_path):
 def test_posetrack18_with_oracle_stages(shared, tmp_path):
     result = run_cli("dataset=posetrack21", f"dataset.root={shared / 'data/posetrack18'}",
                      "dataset.annotations_dir=annotations", "detector=groundtruth", "pose=groundtruth",
-                     f"output.dir={tmp_path / 'run'}")
+                     "reid=part_colors", f"output.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
     files = sorted(p.name for p in (tmp_path / "run/posetrack21").glob("*.json"))
     assert files == ["003418_mpii_test.json", "009473_mpii_test.json", "012834_mpii_test.json"]
     data = json.loads((tmp_path / "run/posetrack21/012834_mpii_test.json").read_text())
     # one frame each: ByteTrack confirms every track born on the first frame
     assert len(data["annotations"]) == 11 and data["images"][0]["id"] == 10128340000
+
+
+def test_posetrack_defaults_to_the_paper_models_and_says_how_to_get_weights(shared, tmp_path):
+    result = run_cli("dataset=posetrack21", f"dataset.root={shared / 'data/posetrack18'}",
+                     "dataset.annotations_dir=annotations", "detector=groundtruth", "pose=groundtruth",
+                     f"output.dir={tmp_path / 'run'}", env={"KPRTRACK_HOME": str(tmp_path / "home")})
+    assert result.returncode == 2
+    assert "kpr_occ_pt_IN" in result.stderr and "reid=part_colors" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_missing_data_root_exit_2(tmp_path):
@@ -68,7 +77,7 @@ def test_truncated_json_keeps_finished_sequences(shared, tmp_path):
     text = (src / "012834_mpii_test.json").read_text()
     (root / "annotations/val/012834_mpii_test.json").write_text(text[: len(text) // 2])
     result = run_cli("dataset=posetrack21", f"dataset.root={root}", "dataset.annotations_dir=annotations",
-                     "detector=groundtruth", "pose=groundtruth", f"output.dir={tmp_path / 'run'}")
+                     "detector=groundtruth", "pose=groundtruth", "reid=part_colors", f"output.dir={tmp_path / 'run'}")
     assert result.returncode == 2
     assert "012834_mpii_test.json" in result.stderr and "truncated" in result.stderr
     assert sorted(p.stem for p in (tmp_path / "run/posetrack21").glob("*.json")) == [
@@ -84,5 +93,5 @@ def test_video_with_oracle_detector_is_a_clear_error(tmp_path):
     writer.write(np.zeros((32, 32, 3), np.uint8))
     writer.release()
     result = run_cli("dataset=video", f"dataset.path={path}", "detector=groundtruth", "pose=groundtruth",
-                     f"output.dir={tmp_path / 'o'}")
+                     "reid=part_colors", f"output.dir={tmp_path / 'o'}")
     assert result.returncode == 2 and "needs a data set with ground-truth" in result.stderr

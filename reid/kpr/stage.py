@@ -47,7 +47,11 @@ class KPRReID:
         if weights:
             spec = KPR_WEIGHTS.get(str(weights))
             manual = spec is not None and spec.meta.get("manual_download")
-            self.weights_path = resolve_weights(weights, KPR_WEIGHTS, download=download and not manual)
+            try:
+                self.weights_path = resolve_weights(weights, KPR_WEIGHTS, download=download and not manual)
+            except InputError as err:
+                raise InputError(f"{err} (or track with a ReID that needs no KPR weights: reid=part_colors, "
+                                 f"or reid=onnx reid.model=<file.onnx>)") from None
             state, stored = read_checkpoint(self.weights_path)
             unsupported = unsupported_features(stored)
             if unsupported:
