@@ -1,6 +1,8 @@
 """YOLOX PyTorch backend with random weights: shapes, batching, checkpoints and bad input."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -55,6 +57,66 @@ def test_official_key_names_and_parameter_counts():
                                        ("m", 25.3, 0.05)]:
         count = sum(p.numel() for p in YOLOX(size, 80).parameters()) / 1e6
         assert count == pytest.approx(millions, abs=half_digit), size
+
+
+# Measured from the official architecture (pixeltable-yolox 0.4.3, the maintained fork of
+# Megvii-BaseDetection/YOLOX with the same module names; YoloxConfig.get_named_config("yolox_<size>")
+# .get_model() with 80 classes): state-dict entry count (num_batches_tracked included), how many
+# of those are BatchNorm num_batches_tracked buffers, exact parameter count, sha256 of the sorted
+# "key:shape" lines ("head.stems.0.conv.weight:128x128x1x1" for s: shapes joined by "x", lines joined by
+# "\n", no trailing newline), and a few keys with their shapes.
+OFFICIAL_STATE_DICTS = {
+    "nano": (642, 104, 912159, "aa44ad80c96641a729e37debc31bb642fd0064ff9ccb94da6b15790fee024829", {
+        "backbone.backbone.stem.conv.conv.weight": (16, 12, 3, 3),
+        "backbone.backbone.dark3.1.m.2.conv2.dconv.conv.weight": (32, 1, 3, 3),
+        "backbone.backbone.dark5.1.conv2.conv.weight": (256, 512, 1, 1),
+        "backbone.C3_n4.conv3.conv.weight": (256, 256, 1, 1),
+        "head.stems.2.conv.weight": (64, 256, 1, 1), "head.cls_preds.0.weight": (80, 64, 1, 1)}),
+    "tiny": (462, 74, 5055855, "9e38fd772085661c04b4f89d45d8fb4a1be06bd63f5c85d4737ca025cf108a76", {
+        "backbone.backbone.stem.conv.conv.weight": (24, 12, 3, 3),
+        "backbone.backbone.dark3.1.m.2.conv2.conv.weight": (48, 48, 3, 3),
+        "backbone.backbone.dark5.1.conv2.conv.weight": (384, 768, 1, 1),
+        "backbone.C3_n4.conv3.conv.weight": (384, 384, 1, 1),
+        "head.stems.2.conv.weight": (96, 384, 1, 1), "head.cls_preds.0.weight": (80, 96, 1, 1)}),
+    "s": (462, 74, 8968255, "68e757b714fcbd37d2ddd0ac7ffc9becc6f31afe3c5402e3c1227ba63bc3eb1b", {
+        "backbone.backbone.stem.conv.conv.weight": (32, 12, 3, 3),
+        "backbone.backbone.dark3.1.m.2.conv2.conv.weight": (64, 64, 3, 3),
+        "backbone.backbone.dark5.1.conv2.conv.weight": (512, 1024, 1, 1),
+        "backbone.C3_n4.conv3.conv.weight": (512, 512, 1, 1),
+        "head.stems.2.conv.weight": (128, 512, 1, 1), "head.cls_preds.0.weight": (80, 128, 1, 1)}),
+    "m": (606, 98, 25326495, "b1fb45a02db4320529b8eafa10bb37c601966cce7417655eeed2ec6e80eed0ef", {
+        "backbone.backbone.stem.conv.conv.weight": (48, 12, 3, 3),
+        "backbone.backbone.dark3.1.m.5.conv2.conv.weight": (96, 96, 3, 3),
+        "backbone.backbone.dark5.1.conv2.conv.weight": (768, 1536, 1, 1),
+        "backbone.C3_n4.conv3.conv.weight": (768, 768, 1, 1),
+        "head.stems.2.conv.weight": (192, 768, 1, 1), "head.cls_preds.0.weight": (80, 192, 1, 1)}),
+    "l": (750, 122, 54208895, "da0f458e9592e6b17e8c39ad6d9ff8858d2cbf35457f18fb61303ea80922190c", {
+        "backbone.backbone.stem.conv.conv.weight": (64, 12, 3, 3),
+        "backbone.backbone.dark3.1.m.8.conv2.conv.weight": (128, 128, 3, 3),
+        "backbone.backbone.dark5.1.conv2.conv.weight": (1024, 2048, 1, 1),
+        "backbone.C3_n4.conv3.conv.weight": (1024, 1024, 1, 1),
+        "head.stems.2.conv.weight": (256, 1024, 1, 1), "head.cls_preds.0.weight": (80, 256, 1, 1)}),
+    "x": (894, 146, 99071455, "1737a9ba3dbf2ab84390423866066990745820753e2af27c733292730b7181c5", {
+        "backbone.backbone.stem.conv.conv.weight": (80, 12, 3, 3),
+        "backbone.backbone.dark3.1.m.11.conv2.conv.weight": (160, 160, 3, 3),
+        "backbone.backbone.dark5.1.conv2.conv.weight": (1280, 2560, 1, 1),
+        "backbone.C3_n4.conv3.conv.weight": (1280, 1280, 1, 1),
+        "head.stems.2.conv.weight": (320, 1280, 1, 1), "head.cls_preds.0.weight": (80, 320, 1, 1)}),
+}
+
+
+@pytest.mark.parametrize("size", list(OFFICIAL_STATE_DICTS))
+def test_state_dict_matches_the_official_architecture_exactly(size):
+    count, tracked, params, digest, spots = OFFICIAL_STATE_DICTS[size]
+    model = YOLOX(size, 80)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert len(shapes) == count
+    assert sum(k.endswith(".num_batches_tracked") for k in shapes) == tracked
+    assert sum(p.numel() for p in model.parameters()) == params
+    for key, shape in {**spots, "head.obj_preds.2.bias": (1,)}.items():
+        assert shapes.get(key) == shape, key
+    listing = "\n".join(f"{k}:{'x'.join(map(str, shapes[k]))}" for k in sorted(shapes))
+    assert hashlib.sha256(listing.encode()).hexdigest() == digest
 
 
 @pytest.mark.parametrize("size", list(MODEL_SIZES))
