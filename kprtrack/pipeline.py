@@ -6,7 +6,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -40,8 +39,20 @@ def build_stage(node, **kwargs):
 
 
 def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
-    iterator = iter(frames)
-    while batch := list(islice(iterator, size)):
+    """Lists of ``size`` frames. When the source fails mid-way (a damaged video), the frames read
+    before the failure still come out as a last batch before the error, so they get tracked."""
+    batch: list[Frame] = []
+    try:
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    except InputError:
+        if batch:
+            yield batch
+        raise
+    if batch:
         yield batch
 
 
