@@ -89,29 +89,29 @@ class KPRTracker:
         self.frame += 1
         tracks = self.tracks
         track_ids = np.full(len(detections), -1, np.int64)
-        valid, feats, vis = self._usable_rows(detections)
+        valid, feats, vis, sq_norms = self._usable_rows(detections)
         scores = detections.scores
-        high = np.flatnonzero(valid & (scores >= self.det_high_thresh))
-        low = np.flatnonzero(valid & (scores > self.det_low_thresh) & (scores < self.det_high_thresh))
+        high = np.nonzero(valid & (scores >= self.det_high_thresh))[0]
+        low = np.nonzero(valid & (scores > self.det_low_thresh) & (scores < self.det_high_thresh))[0]
 
         tracks.predict()
-        cost = self._cost_matrix(detections, valid, feats, vis)  # [tracks, detections]; inf = forbidden
+        cost = self._cost_matrix(detections, valid, feats, vis, sq_norms)  # [tracks, detections]; inf = forbidden
         state = tracks.column("state").copy()  # states at the start of the frame
         ids = tracks.column("ids")
 
         # Round 1: high-confidence detections vs tracked and lost tracks.
-        pool = np.flatnonzero(state != NEW)
-        m1, free_pool, free_high = assign(cost[np.ix_(pool, high)], self.match_thresh)
+        pool = np.nonzero(state != NEW)[0]
+        m1, free_pool, free_high = assign(cost[pool][:, high], self.match_thresh)
 
         # Round 2: low-confidence detections vs tracked (not lost) tracks left over.
         waiting = pool[free_pool]
         waiting = waiting[state[waiting] == TRACKED]
-        m2, free_waiting, _ = assign(cost[np.ix_(waiting, low)], self.second_match_thresh)
+        m2, free_waiting, _ = assign(cost[waiting][:, low], self.second_match_thresh)
 
         # Round 3: leftover high detections vs unconfirmed tracks; a match confirms the track.
         leftover = high[free_high]
-        unconfirmed = np.flatnonzero(state == NEW)
-        m3, free_unconfirmed, free_leftover = assign(cost[np.ix_(unconfirmed, leftover)], self.unconfirmed_match_thresh)
+        unconfirmed = np.nonzero(state == NEW)[0]
+        m3, free_unconfirmed, free_leftover = assign(cost[unconfirmed][:, leftover], self.unconfirmed_match_thresh)
         confirmed = unconfirmed[m3[:, 0]]
         ids[confirmed] = np.arange(self.next_id, self.next_id + len(confirmed))
         self.next_id += len(confirmed)
@@ -121,14 +121,14 @@ class KPRTracker:
         rows = np.concatenate([pool[m1[:, 0]], waiting[m2[:, 0]], confirmed])
         det_rows = np.concatenate([high[m1[:, 1]], low[m2[:, 1]], leftover[m3[:, 1]]])
         tracks.absorb(rows, detections.boxes[det_rows], self.frame, det_rows, feats, vis, self.ema_alpha,
-                      self.visibility_threshold)
+                      self.visibility_threshold, sq_norms)
         track_ids[det_rows] = ids[rows]
         tracks.column("state")[waiting[free_waiting]] = LOST
         doomed = [unconfirmed[free_unconfirmed]]
 
         # Lost for longer than the buffer: forgotten (checked before births so rows stay valid).
         last_frame = tracks.column("last_frame")
-        doomed.append(np.flatnonzero((tracks.column("state") == LOST) & (self.frame - last_frame > self.track_buffer)))
+        doomed.append(np.nonzero((tracks.column("state") == LOST) & (self.frame - last_frame > self.track_buffer))[0])
 
         # Births: confident leftovers start tracks; only tracks of the first frame count at once.
         born = leftover[free_leftover]
@@ -140,6 +140,7 @@ class KPRTracker:
             tracks.add(
                 detections.boxes[born], self.frame, TRACKED if first_frame else NEW, new_ids,
                 None if feats is None else feats[:, born], None if vis is None else vis[:, born],
+                None if sq_norms is None else sq_norms[:, born],
             )
             track_ids[born] = new_ids
 
@@ -148,13 +149,14 @@ class KPRTracker:
 
     # ------------------------------------------------------------------ helpers
     def _usable_rows(self, detections: Detections):
-        """Rows free of NaN/inf, and the detections' unit part features [P, N, D] / visibility [P, N]."""
+        """Rows free of NaN/inf, and the detections' unit part features [P, N, D] (a part-major view),
+        visibility [P, N] and the features' squared norms [P, N] (1, or 0 for all-zero parts)."""
         valid = np.isfinite(detections.boxes).all(axis=1) & np.isfinite(detections.scores)
         if not self.uses_appearance:
-            return valid, None, None
+            return valid, None, None, None
         if detections.embeddings is None:
             if len(detections) == 0:
-                return valid, None, None
+                return valid, None, None, None
             raise ValueError(
                 "KPRTracker: detections have no embeddings but the appearance cue is on "
                 "(run a ReID stage, or set appearance_weight=0 and iou_weight>0 to track boxes only)"
@@ -170,39 +172,47 @@ class KPRTracker:
                 raise ValueError(f"KPRTracker: visibility shape {visibility.shape} does not match embeddings "
                                  f"{embeddings.shape} (expected [N, parts])")
         self.tracks.enable_features(*embeddings.shape[1:])
-        # Part-major unit vectors in one pass. NaN/inf anywhere in a row shows up in its norms; such
-        # rows are unusable and zeroed so they cannot leak NaN into the matrix products.
-        part_major = embeddings.transpose(1, 0, 2)
+        # Unit vectors in one contiguous pass over the detections' own [N, P, D] layout; the rest of
+        # the tracker reads them part-major through a transposed view (BLAS takes strided operands,
+        # so no part-major copy is made). NaN/inf anywhere in a row shows up in its norms; such rows
+        # are unusable and zeroed so they cannot leak NaN into the matrix products.
         with np.errstate(invalid="ignore", over="ignore"):
-            norms = np.sqrt(np.einsum("pnd,pnd->pn", part_major, part_major))
-            valid &= np.isfinite(norms).all(axis=0) & np.isfinite(visibility).all(axis=1)
-            unit = np.divide(part_major, np.maximum(norms, 1e-12)[..., None], out=np.empty(part_major.shape, np.float32))
+            norms = np.sqrt(np.einsum("npd,npd->np", embeddings, embeddings))
+            valid &= np.isfinite(norms).all(axis=1) & np.isfinite(visibility).all(axis=1)
+            scale = np.maximum(norms, 1e-12)
+            unit = np.divide(embeddings, scale[..., None], out=np.empty(embeddings.shape, np.float32))
+            sq_norms = np.square(norms / scale).T  # |unit|^2 without another pass over the features
         vis = np.ascontiguousarray(np.clip(visibility.T, 0.0, 1.0), dtype=np.float32)
         if not valid.all():
-            unit[:, ~valid] = 0.0
+            unit[~valid] = 0.0
             vis[:, ~valid] = 0.0
-        return valid, unit, vis
+            sq_norms[:, ~valid] = 0.0
+        return valid, unit.transpose(1, 0, 2), vis, sq_norms
 
-    def _cost_matrix(self, detections: Detections, valid, feats, vis) -> np.ndarray:
+    def _cost_matrix(self, detections: Detections, valid, feats, vis, sq_norms) -> np.ndarray:
         tracks = self.tracks
-        cost = np.zeros((tracks.size, len(detections)), np.float64)
         if tracks.size == 0 or len(detections) == 0:
-            return cost
-        forbidden = np.repeat(~valid[None, :], tracks.size, axis=0)
+            return np.zeros((tracks.size, len(detections)), np.float64)
         if self.uses_appearance:
             # No common visible part: appearance knows nothing, so the pair is never matched.
             app, has_common = masked_part_distance(
-                tracks.column("feats"), np.sqrt(tracks.column("vis")), feats, np.sqrt(vis)
+                tracks.column("feats"), tracks.column("sqrt_vis"), feats, np.sqrt(vis),
+                tracks.column("sq_norms"), sq_norms,
             )
-            cost += self.appearance_weight * app
-            forbidden |= ~has_common
+            cost = (self.appearance_weight * app).astype(np.float64)
+            forbidden = ~has_common
+            forbidden |= ~valid[None, :]
+        else:
+            cost = np.zeros((tracks.size, len(detections)), np.float64)
+            forbidden = np.repeat(~valid[None, :], tracks.size, axis=0)
         if self.iou_weight > 0 or self.min_iou > 0:
             boxes = np.where(valid[:, None], detections.boxes, 0.0)
             iou = iou_matrix(tracks.predicted_boxes(), boxes)
             cost += self.iou_weight * (1.0 - iou)
             if self.min_iou > 0:
                 forbidden |= iou < self.min_iou
-        cost /= self.appearance_weight + self.iou_weight
+        if self.appearance_weight + self.iou_weight != 1.0:  # dividing by 1 is a no-op; skip it
+            cost /= self.appearance_weight + self.iou_weight
         if self.motion_gating:
             boxes = np.where(valid[:, None], detections.boxes, 0.0)
             distance = kalman.gating_distance(tracks.column("mean"), tracks.column("cov"), kalman.boxes_to_xyah(boxes))

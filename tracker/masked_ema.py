@@ -20,6 +20,8 @@ def masked_ema_inplace(
     det_rows: np.ndarray,
     alpha: float = 0.9,
     visible_threshold: float = 0.5,
+    track_sq: np.ndarray | None = None,
+    det_sq: np.ndarray | None = None,
 ) -> None:
     """Track ``rows[i]`` takes in detection ``det_rows[i]``, in place.
 
@@ -27,6 +29,9 @@ def masked_ema_inplace(
     ``det_vis`` [P, N]; features L2-normalised. Float visibility counts as "visible" from
     ``visible_threshold`` on (bool: True). Only the part vectors that change are touched, which is
     what keeps the per-frame update cheap. The new visibility is max(track_vis, det_vis).
+    ``track_sq`` [P, T] / ``det_sq`` [P, N], when given, are the squared norms of the part vectors
+    (1, or 0 for all-zero parts); ``track_sq`` is kept up to date so the part distance need not
+    recompute it from the features every frame.
     """
     rows, det_rows = np.asarray(rows), np.asarray(det_rows)
     seen_track = track_vis[:, rows] >= visible_threshold  # [P, M]
@@ -36,10 +41,16 @@ def masked_ema_inplace(
         blended = track_feats[part, rows[pair]]
         blended *= np.float32(alpha)
         blended += np.float32(1.0 - alpha) * det_feats[part, det_rows[pair]]
-        blended /= np.maximum(np.sqrt(np.einsum("kd,kd->k", blended, blended)), 1e-12)[:, None]
+        norms = np.sqrt(np.einsum("kd,kd->k", blended, blended))
+        scale = np.maximum(norms, 1e-12)
+        blended /= scale[:, None]
         track_feats[part, rows[pair]] = blended
+        if track_sq is not None:
+            track_sq[part, rows[pair]] = np.square(norms / scale)
     part, pair = np.nonzero(seen_det & ~seen_track)
     track_feats[part, rows[pair]] = det_feats[part, det_rows[pair]]
+    if track_sq is not None:
+        track_sq[part, rows[pair]] = det_sq[part, det_rows[pair]]
     track_vis[:, rows] = np.maximum(track_vis[:, rows], det_vis[:, det_rows])
 
 

@@ -49,12 +49,16 @@ def _prepare(feats: np.ndarray, vis: np.ndarray | None, name: str) -> tuple[np.n
 
 
 def masked_part_distance(
-    unit_a: np.ndarray, sqrt_vis_a: np.ndarray, unit_b: np.ndarray, sqrt_vis_b: np.ndarray
+    unit_a: np.ndarray, sqrt_vis_a: np.ndarray, unit_b: np.ndarray, sqrt_vis_b: np.ndarray,
+    sq_norms_a: np.ndarray | None = None, sq_norms_b: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Core on prepared inputs: part-major unit vectors [P, A, D] / [P, B, D] and sqrt-visibility [P, A] / [P, B].
 
     Returns (distance [A, B] float32 in [0, 1], has_common_part [A, B] bool). The tracker keeps its
-    tracklet features in this layout so it can call this without re-stacking anything.
+    tracklet features in this layout so it can call this without re-stacking anything. ``unit_*``
+    may be strided views (e.g. [N, P, D] arrays transposed): BLAS reads them in place.
+    ``sq_norms_*`` [P, A] / [P, B]: the squared norms of the part vectors when the caller already
+    knows them (the tracker caches its tracklets'), else computed here.
     """
     parts, n_a, _ = unit_a.shape
     n_b = unit_b.shape[1]
@@ -62,8 +66,8 @@ def masked_part_distance(
     if n_a == 0 or n_b == 0:
         return np.ones((n_a, n_b), np.float32), np.zeros((n_a, n_b), bool)
     # Squared norms are 1, or 0 for parts that were all-zero; |a - b|^2 = |a|^2 + |b|^2 - 2 a.b is exact for both.
-    sq_a = np.einsum("pad,pad->pa", unit_a, unit_a)
-    sq_b = np.einsum("pbd,pbd->pb", unit_b, unit_b)
+    sq_a = np.einsum("pad,pad->pa", unit_a, unit_a) if sq_norms_a is None else sq_norms_a
+    sq_b = np.einsum("pbd,pbd->pb", unit_b, unit_b) if sq_norms_b is None else sq_norms_b
     weighted_sum = np.empty((n_a, n_b), np.float32)
     rows = max(1, _MAX_SCRATCH_ELEMENTS // max(1, parts * n_b))
     unit_b_t = unit_b.transpose(0, 2, 1)

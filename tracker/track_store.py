@@ -48,6 +48,10 @@ class TrackStore:
             self.part_shape = (parts, dim)
             self._declare("feats", (parts, self.capacity, dim), np.float32, axis=1)
             self._declare("vis", (parts, self.capacity), np.float32, axis=1)
+            # Derived per-part caches, refreshed only for the rows a frame touches (the part distance
+            # would otherwise recompute them for every track every frame).
+            self._declare("sqrt_vis", (parts, self.capacity), np.float32, axis=1)
+            self._declare("sq_norms", (parts, self.capacity), np.float32, axis=1)  # |feature|^2: 1, or 0
         elif self.part_shape != (parts, dim):
             raise ValueError(
                 f"embeddings changed layout within a sequence: tracks have {self.part_shape[0]} parts x "
@@ -70,8 +74,10 @@ class TrackStore:
             self._columns[name] = (grown, axis)
         self.capacity = capacity
 
-    def add(self, boxes, frame: int, state: np.ndarray, ids: np.ndarray, feats=None, vis=None) -> np.ndarray:
-        """Append tracks; ``feats`` [P, M, D] unit vectors and ``vis`` [P, M] when appearance is on."""
+    def add(self, boxes, frame: int, state: np.ndarray, ids: np.ndarray, feats=None, vis=None,
+            sq_norms=None) -> np.ndarray:
+        """Append tracks; ``feats`` [P, M, D] unit vectors, ``vis`` [P, M] (and optionally the
+        features' squared norms [P, M]) when appearance is on."""
         count = len(boxes)
         self._reserve(count)
         rows = np.arange(self.size, self.size + count)
@@ -87,10 +93,14 @@ class TrackStore:
         if self.part_shape is not None:
             self.column("feats")[:, rows] = feats
             self.column("vis")[:, rows] = vis
+            self.column("sqrt_vis")[:, rows] = np.sqrt(vis)
+            if sq_norms is None:
+                sq_norms = np.einsum("pmd,pmd->pm", feats, feats)
+            self.column("sq_norms")[:, rows] = sq_norms
         return rows
 
     def absorb(self, rows, boxes, frame: int, det_rows=None, feats=None, vis=None, alpha=0.9,
-               visible_threshold=0.5) -> None:
+               visible_threshold=0.5, sq_norms=None) -> None:
         """Track ``rows[i]`` takes in detection ``det_rows[i]``: box, Kalman state, masked-EMA part
         features (``feats`` [P, N, D] unit vectors / ``vis`` [P, N] of all the frame's detections)."""
         if len(rows) == 0:
@@ -103,8 +113,11 @@ class TrackStore:
             self.column("mean")[rows] = mean
             self.column("cov")[rows] = cov
         if self.part_shape is not None:
+            if sq_norms is None:
+                sq_norms = np.einsum("pnd,pnd->pn", feats, feats)
             masked_ema_inplace(self.column("feats"), self.column("vis"), rows, feats, vis, det_rows, alpha,
-                               visible_threshold)
+                               visible_threshold, self.column("sq_norms"), sq_norms)
+            self.column("sqrt_vis")[:, rows] = np.sqrt(self.column("vis")[:, rows])
 
     def predict(self) -> None:
         """One Kalman step for every live track (lost tracks stop growing: ByteTrack zeroes their height rate)."""
