@@ -188,7 +188,8 @@ def test_one_frame_video_confirms_tracks_at_once(tmp_path):
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of ltwh boxes, [len(a), len(b)]."""
-    a_lo, a_hi, b_lo, b_hi = a[:, None, :2], a[:, None, :2] + a[:, None, 2:], b[None, :, :2], b[None, :, :2] + b[None, :, 2:]
+    a_lo, b_lo = a[:, None, :2], b[None, :, :2]
+    a_hi, b_hi = a_lo + a[:, None, 2:], b_lo + b[None, :, 2:]
     inter = np.clip(np.minimum(a_hi, b_hi) - np.maximum(a_lo, b_lo), 0, None).prod(-1)
     return inter / (a[:, None, 2:].prod(-1) + b[None, :, 2:].prod(-1) - inter)
 
