@@ -19,11 +19,15 @@ def assign(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray, n
     # lapjv needs finite numbers; anything above the ceiling is equivalent to forbidden.
     finite = np.where(np.isfinite(cost), cost, max_cost + 1.0).astype(np.float64)
     finite = np.minimum(finite, max_cost + 1.0)
-    _, row_to_col, _ = lap.lapjv(finite, extend_cost=True, cost_limit=max_cost)
-    rows = np.flatnonzero(row_to_col >= 0)
-    cols = row_to_col[rows]
-    keep = finite[rows, cols] <= max_cost  # lapjv's cost_limit is soft at the boundary
-    rows, cols = rows[keep], cols[keep]
+    certain = _mutual_best(finite, max_cost)
+    if certain is not None:
+        rows, cols = certain
+    else:
+        _, row_to_col, _ = lap.lapjv(finite, extend_cost=True, cost_limit=max_cost)
+        rows = np.nonzero(row_to_col >= 0)[0]
+        cols = row_to_col[rows]
+        keep = finite[rows, cols] <= max_cost  # lapjv's cost_limit is soft at the boundary
+        rows, cols = rows[keep], cols[keep]
     row_free = np.ones(n_rows, bool)
     row_free[rows] = False
     col_free = np.ones(n_cols, bool)
@@ -31,6 +35,36 @@ def assign(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray, n
     matches = np.empty((len(rows), 2), np.int64)
     matches[:, 0], matches[:, 1] = rows, cols
     return matches, np.flatnonzero(row_free), np.flatnonzero(col_free)
+
+
+def _mutual_best(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The optimal matching when it can be certified cheaply, else None (then lapjv decides).
+
+    lapjv with a cost limit L minimises the matched costs plus L/2 per unmatched row and column.
+    Charging half of each matched cost to its row and half to its column, every row pays at least
+    min(row minimum, L) / 2 and every column min(column minimum, L) / 2. Matching each row whose
+    minimum is below L to its argmin column reaches that bound when every such pair is a mutual best
+    and every column whose minimum is below L is covered: the matching is then optimal, and it is
+    the only optimum when every row's minimum is strict (no ties) and none equals L exactly. This is
+    the usual case in tracking (each person is clearly closest to its own tracklet), and it costs a
+    few vector operations instead of a lapjv call; any doubt falls back to lapjv.
+    """
+    n_rows, n_cols = cost.shape
+    row_best = cost.argmin(axis=1)
+    row_min = cost[np.arange(n_rows), row_best]
+    col_best = cost.argmin(axis=0)
+    col_min = cost[col_best, np.arange(n_cols)]
+    if (row_min == max_cost).any() or (col_min == max_cost).any():
+        return None
+    rows = np.nonzero(row_min < max_cost)[0]
+    cols = row_best[rows]
+    if (col_best[cols] != rows).any() or (col_min < max_cost).sum() != len(rows):
+        return None  # not mutual bests, or a cheap column left out (cols are distinct when mutual)
+    if n_cols > 1:  # strict minima: the second smallest of each matched row must be larger
+        second = np.partition(cost[rows], 1, axis=1)[:, 1]
+        if (second <= row_min[rows]).any():
+            return None
+    return rows, cols
 
 
 def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
