@@ -25,6 +25,17 @@ def compose(config_name: str, overrides: Sequence[str] = ()):
         raise InputError(f"bad configuration for '{config_name}': {err}".replace("\n", " ")) from None
 
 
+def compose_command(config_name: str, argv: Sequence[str]):
+    """Compose a subcommand's config; with ``--cfg`` among the args, print it and return None."""
+    argv = list(argv)
+    if "--cfg" not in argv:
+        return compose(config_name, argv)
+    from omegaconf import OmegaConf
+
+    print(OmegaConf.to_yaml(compose(config_name, [a for a in argv if a != "--cfg"])))
+    return None
+
+
 def instantiate(node, **kwargs):
     """``hydra.utils.instantiate`` with a readable error naming the ``_target_``."""
     from hydra.errors import InstantiationException

@@ -60,16 +60,11 @@ def _default_name(weights, input_hw) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    from omegaconf import OmegaConf
-
-    from kprtrack.config import compose, instantiate
+    from kprtrack.config import compose_command, instantiate
     from kprtrack.detector.yolox import YOLOXDetector
 
-    argv = list(argv)
-    show_cfg = "--cfg" in argv
-    cfg = compose("export", [a for a in argv if a != "--cfg"])
-    if show_cfg:
-        print(OmegaConf.to_yaml(cfg))
+    cfg = compose_command("export", argv)
+    if cfg is None:
         return 0
     target = cfg.detector.get("_target_", "")
     if not target.endswith("YOLOXDetector"):

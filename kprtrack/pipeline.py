@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from kprtrack.cache import StageCache, stage_key
-from kprtrack.config import compose, instantiate
+from kprtrack.config import compose_command, instantiate
 from kprtrack.errors import InputError
 from kprtrack.io import write_json, write_text
 from kprtrack.record import Detections, Frame
@@ -234,12 +234,8 @@ def headline(metrics: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from omegaconf import OmegaConf
-
-    show_config = "--cfg" in argv
-    cfg = compose("run", [a for a in argv if a != "--cfg"])
-    if show_config:
-        print(OmegaConf.to_yaml(cfg))
+    cfg = compose_command("run", argv)
+    if cfg is None:
         return 0
     if cfg.run.resume and not cfg.output.dir:
         raise InputError("run.resume=true needs output.dir=<the folder of the run to resume>")

@@ -345,14 +345,11 @@ def _collect(root: Path, split: str, cfg) -> tuple[list[Sample], dict]:
 
 
 def main(argv: list[str]) -> int:
-    from kprtrack.config import compose
+    from kprtrack.config import compose_command
 
-    if "--cfg" in argv:
-        from omegaconf import OmegaConf
-
-        print(OmegaConf.to_yaml(compose("reid_dataset", [a for a in argv if a != "--cfg"])))
+    cfg = compose_command("reid_dataset", argv)
+    if cfg is None:
         return 0
-    cfg = compose("reid_dataset", argv)
     summary = build(cfg)
     print(format_table(summary["table"]))
     for note in summary["notes"]:

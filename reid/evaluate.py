@@ -414,14 +414,11 @@ def _json_safe(value):
 
 
 def main(argv: list[str]) -> int:
-    from kprtrack.config import compose
+    from kprtrack.config import compose_command
 
-    if "--cfg" in argv:
-        from omegaconf import OmegaConf
-
-        print(OmegaConf.to_yaml(compose("reid_eval", [a for a in argv if a != "--cfg"])))
+    cfg = compose_command("reid_eval", argv)
+    if cfg is None:
         return 0
-    cfg = compose("reid_eval", argv)
     metrics = run(cfg)
     ranks = metrics["ranks"]
     print(f"{'prompt':<12}" + "".join(f"{'R-' + str(k):>8}" for k in ranks) + f"{'mAP':>8}{'queries':>9}")

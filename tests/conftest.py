@@ -34,3 +34,14 @@ def shared_file(relative: str) -> Path:
 def _isolated_home(tmp_path_factory, monkeypatch):
     """No test touches the user's weight cache."""
     monkeypatch.setenv("KPRTRACK_HOME", str(tmp_path_factory.mktemp("kprtrack_home")))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny forwards: with 2 threads on a busy 2-core CI box, thread hand-offs cost more than the math."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

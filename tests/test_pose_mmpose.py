@@ -16,15 +16,7 @@ from kprtrack.pose.layouts import COCO_KEYPOINTS
 from kprtrack.record import POSETRACK_KEYPOINTS, Detections, Frame
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny forwards: with 2 threads on a busy 2-core CI box, thread hand-offs cost more than the math."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mmpose_checkpoint(path: Path, names=COCO_KEYPOINTS) -> Path:

@@ -22,17 +22,12 @@ def summary_lines(result: dict) -> list[str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    from omegaconf import OmegaConf
-
-    from kprtrack.config import compose
+    from kprtrack.config import compose_command
     from kprtrack.eval.api import evaluate_mot, evaluate_posetrack
 
-    argv = list(argv)
-    if "--cfg" in argv:
-        argv.remove("--cfg")
-        print(OmegaConf.to_yaml(compose("eval", argv)))
+    cfg = compose_command("eval", argv)
+    if cfg is None:
         return 0
-    cfg = compose("eval", argv)
     for key in ("gt", "pred"):
         if not cfg.get(key):
             raise InputError(f"missing {key}=<folder> (usage: python -m kprtrack eval format=posetrack|mot "
