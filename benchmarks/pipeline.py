@@ -23,7 +23,7 @@ import numpy as np
 
 from kprtrack.config import compose
 from kprtrack.pipeline import batched, build_stage
-from kprtrack.record import Detections, Frame
+from kprtrack.record import Frame
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("KPRTRACK_SHARED", REPO.parent / "shared"))

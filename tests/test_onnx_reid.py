@@ -1,6 +1,4 @@
 """reid=onnx on a real OpenVINO person-ReID model and real player crops."""
-import json
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from kprtrack.cli import main as cli_main
 from kprtrack.reid import dataset as occ

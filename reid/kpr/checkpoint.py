@@ -75,7 +75,6 @@ def checkpoint_settings(state: dict[str, torch.Tensor], config: dict) -> dict[st
     Keys use kprtrack's config names (``reid.<key>``), so conflicts can be reported as overrides.
     """
     out: dict[str, Any] = {}
-    prefix = "backbone_appearance_feature_extractor."
     kpr = lambda key: lookup(config, f"model.kpr.{key}")  # noqa: E731
     trans = lambda key: lookup(config, f"model.promptable_trans.{key}")  # noqa: E731
     pairs = {
