@@ -93,3 +93,33 @@ def test_package_imports_without_tracklab():
     assert plugin.config_package == "pkg://kprtrack.tracklab.configs"
     with pytest.raises(AttributeError):
         plugin.NotAThing  # noqa: B018
+
+
+def _state_and_run(tmp_path, their_ids, our_ids):
+    import json
+    import pickle
+    import zipfile
+
+    boxes = [[10.0, 10.0, 20.0, 40.0], [50.0, 10.0, 20.0, 40.0]]
+    frame = pd.DataFrame({"image_id": [5, 5], "bbox_ltwh": [np.array(b) for b in boxes],
+                          "track_id": [float(t) if t >= 0 else np.nan for t in their_ids]})
+    tmp_path.mkdir(parents=True)
+    state = tmp_path / "state.pklz"
+    with zipfile.ZipFile(state, "w") as zf:
+        zf.writestr("900001.pkl", pickle.dumps(frame))
+        zf.writestr("900001_image.pkl", pickle.dumps(pd.DataFrame({"video_id": [900001]})))
+    (tmp_path / "run" / "posetrack21").mkdir(parents=True, exist_ok=True)
+    anns = [{"image_id": 5, "bbox": b, "track_id": t} for b, t in zip(boxes, our_ids) if t >= 0]
+    (tmp_path / "run" / "posetrack21" / "seq.json").write_text(json.dumps({"annotations": anns}))
+    return str(state), str(tmp_path / "run")
+
+
+def test_compare_tool_accepts_equal_tracks_only(tmp_path, capsys):
+    from kprtrack.tracklab.compare import main
+
+    assert main(list(_state_and_run(tmp_path / "a", [1, 2], [1, 2]))) == 0
+    assert "2 same track id, 0 different" in capsys.readouterr().out
+    assert main(list(_state_and_run(tmp_path / "b", [1, 2], [2, 1]))) == 1
+    assert main(list(_state_and_run(tmp_path / "c", [1, -1], [1, 2]))) == 1  # a track TrackLab did not report
+    (tmp_path / "junk.pklz").write_text("not a zip")
+    assert main([str(tmp_path / "junk.pklz"), str(tmp_path / "a" / "run")]) == 2
