@@ -17,6 +17,8 @@ the per-round thresholds keep the same [0, 1] scale. Optional gates forbid pairs
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from kprtrack.record import Detections
@@ -145,7 +147,10 @@ class KPRTracker:
             track_ids[born] = new_ids
 
         tracks.remove(np.concatenate(doomed))
-        return detections.with_(track_ids=track_ids)
+        # The same record with ids: a shallow copy, as with_() gives, without re-validating every field.
+        result = copy.copy(detections)
+        result.track_ids = track_ids
+        return result
 
     # ------------------------------------------------------------------ helpers
     def _usable_rows(self, detections: Detections):

@@ -13,32 +13,38 @@ def assign(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray, n
     Returns (matches [M, 2] as (row, col), unmatched rows, unmatched cols). Infinite/NaN entries
     mean "forbidden".
     """
+    cost = np.asarray(cost, np.float64)  # float32 costs would be compared with max_cost in float32
     n_rows, n_cols = cost.shape
     if n_rows == 0 or n_cols == 0:
         return np.zeros((0, 2), np.int64), np.arange(n_rows), np.arange(n_cols)
-    # lapjv needs finite numbers; anything above the ceiling is equivalent to forbidden.
-    finite = np.where(np.isfinite(cost), cost, max_cost + 1.0).astype(np.float64)
-    finite = np.minimum(finite, max_cost + 1.0)
-    certain = _mutual_best(finite, max_cost)
+    certain = _certify(cost, max_cost)  # the tracker's usual case, a few vector operations
     if certain is not None:
-        rows, cols = certain
+        rows, cols, free_rows, free_cols = certain
     else:
-        _, row_to_col, _ = lap.lapjv(finite, extend_cost=True, cost_limit=max_cost)
-        rows = np.nonzero(row_to_col >= 0)[0]
-        cols = row_to_col[rows]
-        keep = finite[rows, cols] <= max_cost  # lapjv's cost_limit is soft at the boundary
-        rows, cols = rows[keep], cols[keep]
-    row_free = np.ones(n_rows, bool)
-    row_free[rows] = False
-    col_free = np.ones(n_cols, bool)
-    col_free[cols] = False
+        rows, cols = _lapjv(cost, max_cost)
+        row_free = np.ones(n_rows, bool)
+        row_free[rows] = False
+        col_free = np.ones(n_cols, bool)
+        col_free[cols] = False
+        free_rows, free_cols = np.flatnonzero(row_free), np.flatnonzero(col_free)
     matches = np.empty((len(rows), 2), np.int64)
     matches[:, 0], matches[:, 1] = rows, cols
-    return matches, np.flatnonzero(row_free), np.flatnonzero(col_free)
+    return matches, free_rows, free_cols
+
+
+def _lapjv(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray]:
+    # lapjv needs finite numbers; anything above the ceiling is equivalent to forbidden.
+    finite = np.where(np.isfinite(cost), cost, max_cost + 1.0)
+    np.minimum(finite, max_cost + 1.0, out=finite)
+    _, row_to_col, _ = lap.lapjv(finite, extend_cost=True, cost_limit=max_cost)
+    rows = np.nonzero(row_to_col >= 0)[0]
+    cols = row_to_col[rows]
+    keep = finite[rows, cols] <= max_cost  # lapjv's cost_limit is soft at the boundary
+    return rows[keep], cols[keep]
 
 
 def _mutual_best(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """The optimal matching when it can be certified cheaply, else None (then lapjv decides).
+    """The optimal matching (rows, cols) when it can be certified cheaply, else None (then lapjv decides).
 
     lapjv with a cost limit L minimises the matched costs plus L/2 per unmatched row and column.
     Charging half of each matched cost to its row and half to its column, every row pays at least
@@ -49,22 +55,34 @@ def _mutual_best(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndar
     the usual case in tracking (each person is clearly closest to its own tracklet), and it costs a
     few vector operations instead of a lapjv call; any doubt falls back to lapjv.
     """
+    certain = _certify(np.asarray(cost, np.float64), max_cost)
+    return None if certain is None else certain[:2]
+
+
+def _certify(cost: np.ndarray, max_cost: float):
+    """_mutual_best on a non-empty float64 matrix that may hold inf/NaN (values above L act alike
+    whatever they are, so no clamped copy is needed); also returns the free rows and columns."""
     n_rows, n_cols = cost.shape
     row_best = cost.argmin(axis=1)
     row_min = cost[np.arange(n_rows), row_best]
+    # A NaN anywhere is some row's argmin, so row_min shows it; NaN and exact-L minima both fail here.
+    if not (row_min != max_cost).all() or np.isnan(row_min).any():
+        return None
     col_best = cost.argmin(axis=0)
     col_min = cost[col_best, np.arange(n_cols)]
-    if (row_min == max_cost).any() or (col_min == max_cost).any():
+    if (col_min == max_cost).any():
         return None
-    rows = np.nonzero(row_min < max_cost)[0]
+    cheap_row = row_min < max_cost
+    rows = np.flatnonzero(cheap_row)
     cols = row_best[rows]
-    if (col_best[cols] != rows).any() or (col_min < max_cost).sum() != len(rows):
-        return None  # not mutual bests, or a cheap column left out (cols are distinct when mutual)
-    if n_cols > 1:  # strict minima: the second smallest of each matched row must be larger
-        second = np.partition(cost[rows], 1, axis=1)[:, 1]
-        if (second <= row_min[rows]).any():
-            return None
-    return rows, cols
+    cheap_col = col_min < max_cost
+    # Mutual bests, and no cheap column left out (cols are distinct when mutual).
+    if (col_best[cols] != rows).any() or np.count_nonzero(cheap_col) != len(rows):
+        return None
+    # Strict minima: each matched row holds its minimum once (an entry <= it elsewhere is a tie).
+    if n_cols > 1 and np.count_nonzero(cost[rows] <= row_min[rows, None]) != len(rows):
+        return None
+    return rows, cols, np.flatnonzero(~cheap_row), np.flatnonzero(~cheap_col)
 
 
 def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

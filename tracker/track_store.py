@@ -134,12 +134,13 @@ class TrackStore:
 
     def remove(self, rows: np.ndarray) -> None:
         """Drop tracks by filling their rows with the last live rows (order of the rest changes)."""
-        rows = np.unique(np.asarray(rows, np.int64))
-        if len(rows) == 0:
+        if len(rows) == 0:  # most frames remove nothing
             return
-        new_size = self.size - len(rows)
-        holes = rows[rows < new_size]
-        tail = np.setdiff1d(np.arange(new_size, self.size), rows, assume_unique=True)
+        doomed = np.zeros(self.size, bool)
+        doomed[rows] = True
+        new_size = self.size - int(np.count_nonzero(doomed))
+        holes = np.flatnonzero(doomed[:new_size])
+        tail = new_size + np.flatnonzero(~doomed[new_size:])  # survivors beyond the new end fill the holes
         for array, axis in self._columns.values():
             if axis == 0:
                 array[holes] = array[tail]
