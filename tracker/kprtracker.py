@@ -204,9 +204,9 @@ class KPRTracker:
                 tracks.column("feats"), tracks.column("sqrt_vis"), feats, np.sqrt(vis),
                 tracks.column("sq_norms"), sq_norms,
             )
-            cost = (self.appearance_weight * app).astype(np.float64)
+            cost = (app if self.appearance_weight == 1.0 else self.appearance_weight * app).astype(np.float64)
+            # Unusable detections have all-zero visibility (see _usable_rows): no common part already.
             forbidden = ~has_common
-            forbidden |= ~valid[None, :]
         else:
             cost = np.zeros((tracks.size, len(detections)), np.float64)
             forbidden = np.repeat(~valid[None, :], tracks.size, axis=0)

@@ -38,19 +38,22 @@ def masked_ema_inplace(
     seen_det = det_vis[:, det_rows] >= visible_threshold
     part, pair = np.nonzero(seen_track & seen_det)
     if len(part):
-        blended = track_feats[part, rows[pair]]
+        track_at, det_at = rows[pair], det_rows[pair]
+        blended = track_feats[part, track_at]
         blended *= np.float32(alpha)
-        blended += np.float32(1.0 - alpha) * det_feats[part, det_rows[pair]]
+        blended += np.float32(1.0 - alpha) * det_feats[part, det_at]
         norms = np.sqrt(np.einsum("kd,kd->k", blended, blended))
         scale = np.maximum(norms, 1e-12)
         blended /= scale[:, None]
-        track_feats[part, rows[pair]] = blended
+        track_feats[part, track_at] = blended
         if track_sq is not None:
-            track_sq[part, rows[pair]] = np.square(norms / scale)
-    part, pair = np.nonzero(seen_det & ~seen_track)
-    track_feats[part, rows[pair]] = det_feats[part, det_rows[pair]]
-    if track_sq is not None:
-        track_sq[part, rows[pair]] = det_sq[part, det_rows[pair]]
+            track_sq[part, track_at] = np.square(norms / scale)
+    part, pair = np.nonzero(seen_det > seen_track)  # seen in the detection only
+    if len(part):
+        track_at, det_at = rows[pair], det_rows[pair]
+        track_feats[part, track_at] = det_feats[part, det_at]
+        if track_sq is not None:
+            track_sq[part, track_at] = det_sq[part, det_at]
     track_vis[:, rows] = np.maximum(track_vis[:, rows], det_vis[:, det_rows])
 
 
