@@ -47,4 +47,9 @@ def instantiate(node, **kwargs):
         cause = err.__cause__
         if isinstance(cause, InputError):
             raise cause from None
+        # A constructor refusing a value (ValueError) or a key it does not take (TypeError) is a
+        # configuration mistake: one line naming the backend, not a traceback.
+        if isinstance(cause, (ValueError, TypeError)):
+            target = node.get("_target_", "?") if hasattr(node, "get") else "?"
+            raise InputError(f"bad configuration for {target}: {cause}") from None
         raise

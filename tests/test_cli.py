@@ -94,3 +94,10 @@ def test_video_with_oracle_detector_is_a_clear_error(tmp_path):
     result = run_cli("dataset=video", f"dataset.path={path}", "detector=groundtruth", "pose=groundtruth",
                      "reid=part_colors", f"output.dir={tmp_path / 'o'}")
     assert result.returncode == 2 and "needs a data set with ground-truth" in result.stderr
+
+
+def test_bad_stage_value_is_one_line(tmp_path):
+    result = run_cli("tracker.ema_alpha=2", "run.progress=false", f"output.dir={tmp_path / 'o'}")
+    assert result.returncode == 2
+    assert "bad configuration for kprtrack.tracker.KPRTracker: ema_alpha must be in [0, 1]" in result.stderr
+    assert "Traceback" not in result.stderr
