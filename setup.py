@@ -3,11 +3,13 @@
 tracker/, reid/ and configs/ sit at the top of the repository, as the project's users asked,
 but install inside the kprtrack namespace so that no generic top-level name is taken.
 """
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 MAPPED = ("tracker", "reid", "configs")
-packages = find_packages(include=["kprtrack", "kprtrack.*"])
+# Namespace discovery so that config folders (YAML only, no __init__.py) are packaged too.
+EXCLUDE = ["*.__pycache__", "*.egg-info"]
+packages = find_namespace_packages(include=["kprtrack", "kprtrack.*"], exclude=EXCLUDE)
 for top in MAPPED:
-    packages += [f"kprtrack.{name}" for name in find_packages(include=[top, f"{top}.*"])]
+    packages += [f"kprtrack.{name}" for name in find_namespace_packages(include=[top, f"{top}.*"], exclude=EXCLUDE)]
 
 setup(packages=packages, package_dir={"kprtrack": "kprtrack", **{f"kprtrack.{t}": t for t in MAPPED}})

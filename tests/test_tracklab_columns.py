@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
+
+# TrackLab's detections are pandas frames; pandas comes with kprtrack[tracklab] (CI runs this file
+# in the TrackLab environment, see .ci/tracklab_env.sh).
+pd = pytest.importorskip("pandas", reason="pandas comes with kprtrack[tracklab]; not installed here")
 
 from kprtrack.errors import InputError
 from kprtrack.record import Detections
