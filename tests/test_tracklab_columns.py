@@ -9,7 +9,6 @@ import pytest
 pd = pytest.importorskip("pandas", reason="pandas comes with kprtrack[tracklab]; not installed here")
 
 from kprtrack.errors import InputError
-from kprtrack.record import Detections
 from kprtrack.tracklab.columns import detections_from_rows, reid_columns, track_columns
 from kprtrack.tracklab.stage_config import build_kprtrack_stage, stage_node
 
