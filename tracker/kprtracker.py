@@ -17,8 +17,6 @@ the per-round thresholds keep the same [0, 1] scale. Optional gates forbid pairs
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from kprtrack.record import Detections
@@ -93,8 +91,8 @@ class KPRTracker:
         track_ids = np.full(len(detections), -1, np.int64)
         valid, feats, vis, sq_norms = self._usable_rows(detections)
         scores = detections.scores
-        high = np.nonzero(valid & (scores >= self.det_high_thresh))[0]
-        low = np.nonzero(valid & (scores > self.det_low_thresh) & (scores < self.det_high_thresh))[0]
+        high = (valid & (scores >= self.det_high_thresh)).nonzero()[0]  # (the method skips numpy's wrapper)
+        low = (valid & (scores > self.det_low_thresh) & (scores < self.det_high_thresh)).nonzero()[0]
 
         tracks.predict()
         cost = self._cost_matrix(detections, valid, feats, vis, sq_norms)  # [tracks, detections]; inf = forbidden
@@ -102,7 +100,7 @@ class KPRTracker:
         ids = tracks.column("ids")
 
         # Round 1: high-confidence detections vs tracked and lost tracks.
-        pool = np.nonzero(state != NEW)[0]
+        pool = (state != NEW).nonzero()[0]
         m1, free_pool, free_high = assign(cost[pool][:, high], self.match_thresh)
 
         # Round 2: low-confidence detections vs tracked (not lost) tracks left over.
@@ -112,7 +110,7 @@ class KPRTracker:
 
         # Round 3: leftover high detections vs unconfirmed tracks; a match confirms the track.
         leftover = high[free_high]
-        unconfirmed = np.nonzero(state == NEW)[0]
+        unconfirmed = (state == NEW).nonzero()[0]
         m3, free_unconfirmed, free_leftover = assign(cost[unconfirmed][:, leftover], self.unconfirmed_match_thresh)
         confirmed = unconfirmed[m3[:, 0]]
         ids[confirmed] = np.arange(self.next_id, self.next_id + len(confirmed))
@@ -130,7 +128,7 @@ class KPRTracker:
 
         # Lost for longer than the buffer: forgotten (checked before births so rows stay valid).
         last_frame = tracks.column("last_frame")
-        doomed.append(np.nonzero((tracks.column("state") == LOST) & (self.frame - last_frame > self.track_buffer))[0])
+        doomed.append(((tracks.column("state") == LOST) & (self.frame - last_frame > self.track_buffer)).nonzero()[0])
 
         # Births: confident leftovers start tracks; only tracks of the first frame count at once.
         born = leftover[free_leftover]
@@ -147,8 +145,10 @@ class KPRTracker:
             track_ids[born] = new_ids
 
         tracks.remove(np.concatenate(doomed))
-        # The same record with ids: a shallow copy, as with_() gives, without re-validating every field.
-        result = copy.copy(detections)
+        # The same record with ids: a shallow copy, as with_() gives, without re-validating every field
+        # (built by hand: copy.copy goes through __reduce_ex__, several microseconds).
+        result = object.__new__(type(detections))
+        result.__dict__.update(detections.__dict__)
         result.track_ids = track_ids
         return result
 
@@ -187,7 +187,7 @@ class KPRTracker:
             scale = np.maximum(norms, 1e-12)
             unit = np.divide(embeddings, scale[..., None], out=np.empty(embeddings.shape, np.float32))
             sq_norms = np.square(norms / scale).T  # |unit|^2 without another pass over the features
-        vis = np.ascontiguousarray(np.clip(visibility.T, 0.0, 1.0), dtype=np.float32)
+        vis = np.ascontiguousarray(np.minimum(np.maximum(visibility.T, 0.0), 1.0), dtype=np.float32)
         if not valid.all():
             unit[~valid] = 0.0
             vis[:, ~valid] = 0.0

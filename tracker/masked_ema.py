@@ -36,7 +36,7 @@ def masked_ema_inplace(
     rows, det_rows = np.asarray(rows), np.asarray(det_rows)
     seen_track = track_vis[:, rows] >= visible_threshold  # [P, M]
     seen_det = det_vis[:, det_rows] >= visible_threshold
-    part, pair = np.nonzero(seen_track & seen_det)
+    part, pair = (seen_track & seen_det).nonzero()
     if len(part):
         track_at, det_at = rows[pair], det_rows[pair]
         blended = track_feats[part, track_at]
@@ -48,7 +48,7 @@ def masked_ema_inplace(
         track_feats[part, track_at] = blended
         if track_sq is not None:
             track_sq[part, track_at] = np.square(norms / scale)
-    part, pair = np.nonzero(seen_det > seen_track)  # seen in the detection only
+    part, pair = (seen_det > seen_track).nonzero()  # seen in the detection only
     if len(part):
         track_at, det_at = rows[pair], det_rows[pair]
         track_feats[part, track_at] = det_feats[part, det_at]

@@ -84,8 +84,8 @@ def _certify(cost: np.ndarray, max_cost: float):
         return None  # a tied row minimum, or cheap columns and rows do not pair up
     if np.count_nonzero(row_marks != (cost <= np.minimum(col_min, max_cost))):
         return None  # some row's best is not its column's best
-    rows, cols = np.nonzero(row_marks)
-    return rows, cols, np.nonzero(~cheap_row)[0], np.nonzero(~cheap_col)[0]
+    rows, cols = row_marks.nonzero()  # (methods skip numpy's Python-level wrappers)
+    return rows, cols, (~cheap_row).nonzero()[0], (~cheap_col).nonzero()[0]
 
 
 def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

@@ -85,7 +85,7 @@ def masked_part_distance(
     has_common = total_weight > 0
     distance = np.ones((n_a, n_b), np.float32)
     np.divide(weighted_sum, 2.0 * total_weight, out=distance, where=has_common)
-    np.clip(distance, 0.0, 1.0, out=distance)
+    np.minimum(np.maximum(distance, 0.0, out=distance), 1.0, out=distance)
     return distance, has_common
 
 
