@@ -289,3 +289,11 @@ def test_config_file_instantiates():
     with pytest.warns(UserWarning, match="random initialisation"):
         reid = instantiate(node)
     assert isinstance(reid, KPRReID) and reid.part_names[1] == "head"
+
+
+def test_cpu_malloc_setting_is_checked():
+    from kprtrack.errors import InputError
+    from kprtrack.reid.kpr import KPRReID
+
+    with pytest.raises(InputError, match="reid.cpu_malloc must be 'reuse' or 'system'"):
+        KPRReID(weights=None, cpu_malloc="jemalloc")
