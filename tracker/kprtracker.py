@@ -89,13 +89,14 @@ class KPRTracker:
         self.frame += 1
         tracks = self.tracks
         track_ids = np.full(len(detections), -1, np.int64)
-        valid, feats, vis, sq_norms = self._usable_rows(detections)
+        valid, feats, inv_norms, vis, sq_norms = self._usable_rows(detections)
         scores = detections.scores
         high = (valid & (scores >= self.det_high_thresh)).nonzero()[0]  # (the method skips numpy's wrapper)
         low = (valid & (scores > self.det_low_thresh) & (scores < self.det_high_thresh)).nonzero()[0]
 
         tracks.predict()
-        cost = self._cost_matrix(detections, valid, feats, vis, sq_norms)  # [tracks, detections]; inf = forbidden
+        # [tracks, detections], inf = forbidden; and the part dot products, which the EMA reuses
+        cost, dots = self._cost_matrix(detections, valid, feats, inv_norms, vis, sq_norms)
         state = tracks.column("state").copy()  # states at the start of the frame
         ids = tracks.column("ids")
 
@@ -121,7 +122,7 @@ class KPRTracker:
         rows = np.concatenate([pool[m1[:, 0]], waiting[m2[:, 0]], confirmed])
         det_rows = np.concatenate([high[m1[:, 1]], low[m2[:, 1]], leftover[m3[:, 1]]])
         tracks.absorb(rows, detections.boxes[det_rows], self.frame, det_rows, feats, vis, self.ema_alpha,
-                      self.visibility_threshold, sq_norms)
+                      self.visibility_threshold, sq_norms, inv_norms, dots)
         track_ids[det_rows] = ids[rows]
         tracks.column("state")[waiting[free_waiting]] = LOST
         doomed = [unconfirmed[free_unconfirmed]]
@@ -139,7 +140,8 @@ class KPRTracker:
             self.next_id += len(born) if first_frame else 0
             tracks.add(
                 detections.boxes[born], self.frame, TRACKED if first_frame else NEW, new_ids,
-                None if feats is None else feats[:, born], None if vis is None else vis[:, born],
+                None if feats is None else feats[:, born] * inv_norms[:, born, None],
+                None if vis is None else vis[:, born],
                 None if sq_norms is None else sq_norms[:, born],
             )
             track_ids[born] = new_ids
@@ -154,14 +156,15 @@ class KPRTracker:
 
     # ------------------------------------------------------------------ helpers
     def _usable_rows(self, detections: Detections):
-        """Rows free of NaN/inf, and the detections' unit part features [P, N, D] (a part-major view),
-        visibility [P, N] and the features' squared norms [P, N] (1, or 0 for all-zero parts)."""
+        """Rows free of NaN/inf, and the detections' raw part features [P, N, D] (a part-major view),
+        their inverse norms [P, N] (0 for all-zero parts), visibility [P, N] and the unit vectors'
+        squared norms [P, N] (1, or 0 for all-zero parts)."""
         valid = np.isfinite(detections.boxes).all(axis=1) & np.isfinite(detections.scores)
         if not self.uses_appearance:
-            return valid, None, None, None
+            return valid, None, None, None, None
         if detections.embeddings is None:
             if len(detections) == 0:
-                return valid, None, None, None
+                return valid, None, None, None, None
             raise ValueError(
                 "KPRTracker: detections have no embeddings but the appearance cue is on "
                 "(run a ReID stage, or set appearance_weight=0 and iou_weight>0 to track boxes only)"
@@ -177,32 +180,36 @@ class KPRTracker:
                 raise ValueError(f"KPRTracker: visibility shape {visibility.shape} does not match embeddings "
                                  f"{embeddings.shape} (expected [N, parts])")
         self.tracks.enable_features(*embeddings.shape[1:])
-        # Unit vectors in one contiguous pass over the detections' own [N, P, D] layout; the rest of
-        # the tracker reads them part-major through a transposed view (BLAS takes strided operands,
-        # so no part-major copy is made). NaN/inf anywhere in a row shows up in its norms; such rows
-        # are unusable and zeroed so they cannot leak NaN into the matrix products.
-        with np.errstate(invalid="ignore", over="ignore"):
-            norms = np.sqrt(np.einsum("npd,npd->np", embeddings, embeddings))
-            valid &= np.isfinite(norms).all(axis=1) & np.isfinite(visibility).all(axis=1)
-            scale = np.maximum(norms, 1e-12)
-            unit = np.divide(embeddings, scale[..., None], out=np.empty(embeddings.shape, np.float32))
-            sq_norms = np.square(norms / scale).T  # |unit|^2 without another pass over the features
+        # The features are not normalised here: one pass for the norms, and 1/norm is folded into the
+        # dot products and the few vectors the tracks take in (a divide over every detection vector
+        # would cost more than the rest). The rest of the tracker reads them part-major through a
+        # transposed view (BLAS takes strided operands). NaN/inf anywhere in a row shows up in its
+        # norms; such rows are unusable and zeroed so they cannot leak NaN into the matrix products.
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            norms_t = np.sqrt(np.vecdot(embeddings, embeddings)).T  # [P, N]
+            valid &= np.isfinite(norms_t).all(axis=0) & np.isfinite(visibility).all(axis=1)
+            nonzero = norms_t >= 1e-12
+            inv_norms = np.divide(1.0, norms_t, out=np.zeros(norms_t.shape, np.float32), where=nonzero)
+            sq_norms = nonzero.astype(np.float32)  # |unit|^2 without another pass over the features
         vis = np.ascontiguousarray(np.minimum(np.maximum(visibility.T, 0.0), 1.0), dtype=np.float32)
         if not valid.all():
-            unit[~valid] = 0.0
+            embeddings = embeddings.copy()
+            embeddings[~valid] = 0.0
+            inv_norms[:, ~valid] = 0.0
             vis[:, ~valid] = 0.0
             sq_norms[:, ~valid] = 0.0
-        return valid, unit.transpose(1, 0, 2), vis, sq_norms
+        return valid, embeddings.transpose(1, 0, 2), inv_norms, vis, sq_norms
 
-    def _cost_matrix(self, detections: Detections, valid, feats, vis, sq_norms) -> np.ndarray:
+    def _cost_matrix(self, detections: Detections, valid, feats, inv_norms, vis, sq_norms):
         tracks = self.tracks
+        dots = None
         if tracks.size == 0 or len(detections) == 0:
-            return np.zeros((tracks.size, len(detections)), np.float64)
+            return np.zeros((tracks.size, len(detections)), np.float64), dots
         if self.uses_appearance:
             # No common visible part: appearance knows nothing, so the pair is never matched.
-            app, has_common = masked_part_distance(
+            app, has_common, dots = masked_part_distance(
                 tracks.column("feats"), tracks.column("sqrt_vis"), feats, np.sqrt(vis),
-                tracks.column("sq_norms"), sq_norms,
+                tracks.column("sq_norms"), sq_norms, scale_b=inv_norms, return_dots=True,
             )
             cost = (app if self.appearance_weight == 1.0 else self.appearance_weight * app).astype(np.float64)
             # Unusable detections have all-zero visibility (see _usable_rows): no common part already.
@@ -223,4 +230,4 @@ class KPRTracker:
             distance = kalman.gating_distance(tracks.column("mean"), tracks.column("cov"), kalman.boxes_to_xyah(boxes))
             forbidden |= distance > kalman.CHI2_95_4DOF
         cost[forbidden] = np.inf
-        return cost
+        return cost, dots

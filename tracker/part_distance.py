@@ -51,7 +51,8 @@ def _prepare(feats: np.ndarray, vis: np.ndarray | None, name: str) -> tuple[np.n
 def masked_part_distance(
     unit_a: np.ndarray, sqrt_vis_a: np.ndarray, unit_b: np.ndarray, sqrt_vis_b: np.ndarray,
     sq_norms_a: np.ndarray | None = None, sq_norms_b: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    scale_b: np.ndarray | None = None, return_dots: bool = False,
+):
     """Core on prepared inputs: part-major unit vectors [P, A, D] / [P, B, D] and sqrt-visibility [P, A] / [P, B].
 
     Returns (distance [A, B] float32 in [0, 1], has_common_part [A, B] bool). The tracker keeps its
@@ -59,22 +60,30 @@ def masked_part_distance(
     may be strided views (e.g. [N, P, D] arrays transposed): BLAS reads them in place.
     ``sq_norms_*`` [P, A] / [P, B]: the squared norms of the part vectors when the caller already
     knows them (the tracker caches its tracklets'), else computed here.
+    ``scale_b`` [P, B]: ``unit_b`` holds raw vectors and unit_b * scale_b are the unit ones (1/norm,
+    0 for all-zero parts; ``sq_norms_b`` must then be given): scaling the [P, A, B] dot products
+    costs far less than normalising every detection vector. ``return_dots``: also return those raw
+    dot products [P, A, B] (unit_a . unit_b before scaling), which the tracker's EMA reuses.
     """
     parts, n_a, _ = unit_a.shape
     n_b = unit_b.shape[1]
     total_weight = sqrt_vis_a.T @ sqrt_vis_b  # [A, B] sum over parts of sqrt(va * vb)
     if n_a == 0 or n_b == 0:
-        return np.ones((n_a, n_b), np.float32), np.zeros((n_a, n_b), bool)
+        empty = (np.ones((n_a, n_b), np.float32), np.zeros((n_a, n_b), bool))
+        return empty + (np.zeros((parts, n_a, n_b), np.float32),) if return_dots else empty
     # Squared norms are 1, or 0 for parts that were all-zero; |a - b|^2 = |a|^2 + |b|^2 - 2 a.b is exact for both.
     sq_a = np.einsum("pad,pad->pa", unit_a, unit_a) if sq_norms_a is None else sq_norms_a
     sq_b = np.einsum("pbd,pbd->pb", unit_b, unit_b) if sq_norms_b is None else sq_norms_b
+    dot_factor = np.float32(-2.0) if scale_b is None else np.multiply(scale_b, np.float32(-2.0))[:, None, :]
+    all_dots = np.empty((parts, n_a, n_b), np.float32) if return_dots else None
     weighted_sum = np.empty((n_a, n_b), np.float32)
-    rows = max(1, _MAX_SCRATCH_ELEMENTS // max(1, parts * n_b))
+    rows = n_a if return_dots else max(1, _MAX_SCRATCH_ELEMENTS // max(1, parts * n_b))
     unit_b_t = unit_b.transpose(0, 2, 1)
     for start in range(0, n_a, rows):
         stop = min(n_a, start + rows)
-        sq = np.matmul(unit_a[:, start:stop], unit_b_t)  # [P, r, B] dot products
-        sq *= -2.0
+        dots = np.matmul(unit_a[:, start:stop], unit_b_t, out=all_dots)  # [P, r, B]
+        # -2 a.b (a fresh array when the dots are kept, else in place)
+        sq = np.multiply(dots, dot_factor, out=None if return_dots else dots)
         sq += sq_a[:, start:stop, None]
         sq += sq_b[:, None, :]
         np.maximum(sq, 0.0, out=sq)
@@ -86,7 +95,7 @@ def masked_part_distance(
     distance = np.ones((n_a, n_b), np.float32)
     np.divide(weighted_sum, 2.0 * total_weight, out=distance, where=has_common)
     np.minimum(np.maximum(distance, 0.0, out=distance), 1.0, out=distance)
-    return distance, has_common
+    return (distance, has_common, all_dots) if return_dots else (distance, has_common)
 
 
 def part_distance(

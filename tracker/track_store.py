@@ -100,9 +100,11 @@ class TrackStore:
         return rows
 
     def absorb(self, rows, boxes, frame: int, det_rows=None, feats=None, vis=None, alpha=0.9,
-               visible_threshold=0.5, sq_norms=None) -> None:
+               visible_threshold=0.5, sq_norms=None, det_scale=None, pair_dots=None) -> None:
         """Track ``rows[i]`` takes in detection ``det_rows[i]``: box, Kalman state, masked-EMA part
-        features (``feats`` [P, N, D] unit vectors / ``vis`` [P, N] of all the frame's detections)."""
+        features (``feats`` [P, N, D] unit vectors / ``vis`` [P, N] of all the frame's detections;
+        or raw vectors with ``det_scale`` [P, N] = 1/norm, and the cost's ``pair_dots``, see
+        masked_ema_inplace)."""
         if len(rows) == 0:
             return
         self.column("boxes")[rows] = boxes
@@ -116,7 +118,7 @@ class TrackStore:
             if sq_norms is None:
                 sq_norms = np.einsum("pnd,pnd->pn", feats, feats)
             masked_ema_inplace(self.column("feats"), self.column("vis"), rows, feats, vis, det_rows, alpha,
-                               visible_threshold, self.column("sq_norms"), sq_norms)
+                               visible_threshold, self.column("sq_norms"), sq_norms, det_scale, pair_dots)
             self.column("sqrt_vis")[:, rows] = np.sqrt(self.column("vis")[:, rows])
 
     def predict(self) -> None:
