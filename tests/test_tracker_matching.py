@@ -43,3 +43,28 @@ def test_mutual_best_declines_ties_and_boundary_costs():
     assert _mutual_best(np.array([[0.1, 0.2], [0.05, 0.9]]), 0.4) is None  # not mutual bests
     rows, cols = _mutual_best(np.array([[0.9, 0.1], [0.2, 0.8]]), 0.4)
     assert rows.tolist() == [0, 1] and cols.tolist() == [1, 0]
+
+
+def test_small_matrix_certificate_decides_like_the_vectorised_one():
+    from kprtrack.tracker import matching
+
+    rng = np.random.default_rng(1)
+    decided = 0
+    for trial in range(600):
+        n, m = rng.integers(1, 5, 2)
+        cost = rng.choice([0.05, 0.1, 0.2, 0.4, 0.7, 0.9, np.inf], (n, m)) if trial % 3 == 0 else rng.uniform(0, 1, (n, m))
+        if trial % 11 == 0:
+            cost[rng.integers(n), rng.integers(m)] = np.nan
+        small = matching._certify_small(cost, 0.4)
+        small_limit, matching._SMALL = matching._SMALL, 0  # force the vectorised path
+        try:
+            vectorised = matching._certify(cost, 0.4)
+        finally:
+            matching._SMALL = small_limit
+        assert (small is None) == (vectorised is None), cost
+        if small is not None:
+            decided += 1
+            for a, b in zip(small, vectorised):
+                np.testing.assert_array_equal(a, b)
+                assert a.dtype.kind == "i"
+    assert decided > 100

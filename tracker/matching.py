@@ -59,6 +59,12 @@ def _mutual_best(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndar
     return None if certain is None else certain[:2]
 
 
+# Up to this many entries the certificate runs in plain Python: the second and third rounds are
+# usually a couple of tracks against a couple of detections, where ~20 numpy calls cost more than
+# the arithmetic.
+_SMALL = 16
+
+
 def _certify(cost: np.ndarray, max_cost: float):
     """_mutual_best on a non-empty float64 matrix that may hold inf/NaN (values above L act alike
     whatever they are, so no clamped copy is needed); also returns the free rows and columns.
@@ -69,6 +75,8 @@ def _certify(cost: np.ndarray, max_cost: float):
     mutual bests with strict minima covering every cheap column: the certificate above (it also asks
     for strict column minima, which only sends a few more tie cases to lapjv).
     """
+    if cost.size <= _SMALL:
+        return _certify_small(cost, max_cost)
     row_min = cost.min(axis=1)
     col_min = cost.min(axis=0)
     # (count_nonzero is far cheaper than .any() on small arrays.)
@@ -86,6 +94,36 @@ def _certify(cost: np.ndarray, max_cost: float):
         return None  # some row's best is not its column's best
     rows, cols = row_marks.nonzero()  # (methods skip numpy's Python-level wrappers)
     return rows, cols, (~cheap_row).nonzero()[0], (~cheap_col).nonzero()[0]
+
+
+def _certify_small(cost: np.ndarray, max_cost: float):
+    """_certify on a small matrix, same decisions, in plain Python."""
+    table = cost.tolist()
+    if any(value != value for row in table for value in row):
+        return None  # NaN: lapjv decides
+    row_min = [min(row) for row in table]
+    col_min = [min(column) for column in zip(*table)]
+    if max_cost in row_min or max_cost in col_min:
+        return None  # exactly at the limit
+    rows, cols = [], []
+    for i, row in enumerate(table):
+        ceiling = min(row_min[i], max_cost)
+        for j, value in enumerate(row):
+            if value <= ceiling:
+                rows.append(i)
+                cols.append(j)
+    cheap_rows = [i for i, value in enumerate(row_min) if value < max_cost]
+    cheap_cols = [j for j, value in enumerate(col_min) if value < max_cost]
+    if len(rows) != len(cheap_rows) or len(cheap_cols) != len(cheap_rows):
+        return None  # a tied row minimum, or cheap columns and rows do not pair up
+    column_marks = sum(value <= min(col_min[j], max_cost) for row in table for j, value in enumerate(row))
+    if column_marks != len(rows) or any(table[i][j] > col_min[j] for i, j in zip(rows, cols)):
+        return None  # some row's best is not its column's best
+    free_rows = [i for i, value in enumerate(row_min) if not value < max_cost]
+    free_cols = [j for j, value in enumerate(col_min) if not value < max_cost]
+    as_index = np.array
+    return (as_index(rows, np.int64), as_index(cols, np.int64),
+            as_index(free_rows, np.int64), as_index(free_cols, np.int64))
 
 
 def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
