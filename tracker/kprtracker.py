@@ -99,40 +99,60 @@ class KPRTracker:
         cost, dots = self._cost_matrix(detections, valid, feats, inv_norms, vis, sq_norms)
         state = tracks.column("state").copy()  # states at the start of the frame
         ids = tracks.column("ids")
+        # Unconfirmed tracks exist only for a frame after a birth: most frames have none, and then
+        # round 1 takes every row and round 3 has nothing to do (fewer small numpy calls).
+        n_unconfirmed = np.count_nonzero(state == NEW)
 
         # Round 1: high-confidence detections vs tracked and lost tracks.
-        pool = (state != NEW).nonzero()[0]
-        m1, free_pool, free_high = assign(cost[pool][:, high], self.match_thresh)
+        if n_unconfirmed:
+            pool = (state != NEW).nonzero()[0]
+            m1, free_pool, free_high = assign(cost[pool][:, high], self.match_thresh)
+        else:
+            pool = None  # every row
+            m1, free_pool, free_high = assign(cost[:, high], self.match_thresh)
+        matched = m1[:, 0] if pool is None else pool[m1[:, 0]]
+        rows, det_rows = [matched], [high[m1[:, 1]]]
 
         # Round 2: low-confidence detections vs tracked (not lost) tracks left over.
-        waiting = pool[free_pool]
+        waiting = free_pool if pool is None else pool[free_pool]
         waiting = waiting[state[waiting] == TRACKED]
-        m2, free_waiting, _ = assign(cost[waiting][:, low], self.second_match_thresh)
+        if len(waiting) and len(low):
+            m2, free_waiting, _ = assign(cost[waiting][:, low], self.second_match_thresh)
+            rows.append(waiting[m2[:, 0]])
+            det_rows.append(low[m2[:, 1]])
+            waiting = waiting[free_waiting]
 
         # Round 3: leftover high detections vs unconfirmed tracks; a match confirms the track.
-        leftover = high[free_high]
-        unconfirmed = (state == NEW).nonzero()[0]
-        m3, free_unconfirmed, free_leftover = assign(cost[unconfirmed][:, leftover], self.unconfirmed_match_thresh)
-        confirmed = unconfirmed[m3[:, 0]]
-        ids[confirmed] = np.arange(self.next_id, self.next_id + len(confirmed))
-        self.next_id += len(confirmed)
+        born = high[free_high]  # leftovers, until round 3 takes some
+        doomed = []
+        if n_unconfirmed:
+            unconfirmed = (state == NEW).nonzero()[0]
+            m3, free_unconfirmed, free_leftover = assign(cost[unconfirmed][:, born], self.unconfirmed_match_thresh)
+            confirmed = unconfirmed[m3[:, 0]]
+            ids[confirmed] = np.arange(self.next_id, self.next_id + len(confirmed))
+            self.next_id += len(confirmed)
+            rows.append(confirmed)
+            det_rows.append(born[m3[:, 1]])
+            doomed.append(unconfirmed[free_unconfirmed])
+            born = born[free_leftover]
 
         # All rounds used the costs of the frame's start, so matched tracks take in their detections
         # (box, Kalman, masked EMA, state TRACKED) in one batch; unmatched tracked ones become lost.
-        rows = np.concatenate([pool[m1[:, 0]], waiting[m2[:, 0]], confirmed])
-        det_rows = np.concatenate([high[m1[:, 1]], low[m2[:, 1]], leftover[m3[:, 1]]])
+        rows = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        det_rows = det_rows[0] if len(det_rows) == 1 else np.concatenate(det_rows)
         tracks.absorb(rows, detections.boxes[det_rows], self.frame, det_rows, feats, vis, self.ema_alpha,
                       self.visibility_threshold, sq_norms, inv_norms, dots)
         track_ids[det_rows] = ids[rows]
-        tracks.column("state")[waiting[free_waiting]] = LOST
-        doomed = [unconfirmed[free_unconfirmed]]
+        current_state = tracks.column("state")
+        current_state[waiting] = LOST
 
         # Lost for longer than the buffer: forgotten (checked before births so rows stay valid).
+        # Usually no track at all is that old, which one reduction tells.
         last_frame = tracks.column("last_frame")
-        doomed.append(((tracks.column("state") == LOST) & (self.frame - last_frame > self.track_buffer)).nonzero()[0])
+        if tracks.size and self.frame - last_frame.min() > self.track_buffer:
+            doomed.append(((current_state == LOST) & (self.frame - last_frame > self.track_buffer)).nonzero()[0])
 
         # Births: confident leftovers start tracks; only tracks of the first frame count at once.
-        born = leftover[free_leftover]
         born = born[scores[born] >= self.new_track_thresh]
         if len(born):
             first_frame = self.frame == 1
@@ -146,7 +166,8 @@ class KPRTracker:
             )
             track_ids[born] = new_ids
 
-        tracks.remove(np.concatenate(doomed))
+        if doomed:
+            tracks.remove(np.concatenate(doomed))
         # The same record with ids: a shallow copy, as with_() gives, without re-validating every field
         # (built by hand: copy.copy goes through __reduce_ex__, several microseconds).
         result = object.__new__(type(detections))
@@ -187,11 +208,14 @@ class KPRTracker:
         # norms; such rows are unusable and zeroed so they cannot leak NaN into the matrix products.
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             norms_t = np.sqrt(np.vecdot(embeddings, embeddings)).T  # [P, N]
-            valid &= np.isfinite(norms_t).all(axis=0) & np.isfinite(visibility).all(axis=1)
+            # One finite total says every value is finite (the usual case) in a few calls; otherwise
+            # (or if the total merely overflowed) the rows are checked one by one.
+            if not np.isfinite(norms_t.sum() + visibility.sum()):
+                valid &= np.isfinite(norms_t).all(axis=0) & np.isfinite(visibility).all(axis=1)
             nonzero = norms_t >= 1e-12
             inv_norms = np.divide(1.0, norms_t, out=np.zeros(norms_t.shape, np.float32), where=nonzero)
             sq_norms = nonzero.astype(np.float32)  # |unit|^2 without another pass over the features
-        vis = np.ascontiguousarray(np.minimum(np.maximum(visibility.T, 0.0), 1.0), dtype=np.float32)
+        vis = np.minimum(np.maximum(visibility.T, 0.0, order="C"), 1.0)  # [P, N], part-major
         if not valid.all():
             embeddings = embeddings.copy()
             embeddings[~valid] = 0.0
