@@ -1,7 +1,7 @@
 """Per-sequence cache of the model stages' outputs (detector, pose, ReID).
 
-A stage's entry is keyed by its resolved config, the checksum of its weights, the upstream stage's
-key and a fingerprint of the input, so a changed config, model or input never reuses stale
+A stage's entry is keyed by its resolved config, the checksum of its weights, its code (module
+source and kprtrack version), the upstream stage's key and a fingerprint of the input, so a changed config, model or input never reuses stale
 results, and re-running with another tracker setting runs only the tracker. Entries are
 compressed numpy archives written atomically.
 """
@@ -45,9 +45,24 @@ def weights_checksum(stage) -> str | None:
     return _file_checksum(str(path), stat.st_size, stat.st_mtime_ns)
 
 
+@lru_cache(maxsize=64)
+def _code_checksum(cls: type) -> str:
+    """The stage class's module source and kprtrack's version: changed code is not served stale results."""
+    import inspect
+
+    from kprtrack import __version__
+
+    try:
+        source = Path(inspect.getsourcefile(cls) or "").read_bytes()
+    except (OSError, TypeError):
+        source = b""
+    return hashlib.sha256(source + __version__.encode()).hexdigest()[:16]
+
+
 def stage_key(name: str, config: dict, stage, upstream: str, input_fingerprint: str) -> str:
     payload = json.dumps({"v": CACHE_VERSION, "stage": name, "config": config, "weights": weights_checksum(stage),
-                          "upstream": upstream, "input": input_fingerprint}, sort_keys=True, default=str)
+                          "code": _code_checksum(type(stage)), "upstream": upstream, "input": input_fingerprint},
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

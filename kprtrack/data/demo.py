@@ -11,6 +11,7 @@ without labels, and ignore regions over a printed crowd. Random parameters come 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -305,9 +306,21 @@ def _generate_sequence(root: Path, vid_id: str, name: str, rng: np.random.Genera
     write_text(mot / "gt" / "gt.txt", "".join(row + "\n" for row in gt_rows))
 
 
-def _params(seed: int, num_sequences: int, num_frames: int, width: int, height: int) -> dict[str, int]:
-    return {"version": DEMO_VERSION, "seed": int(seed), "num_sequences": int(num_sequences),
-            "num_frames": int(num_frames), "width": int(width), "height": int(height)}
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """The generator's own source: a changed generator never reuses a cached demo (a forgotten
+    DEMO_VERSION bump would otherwise serve data made by older code)."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in ("demo.py", "demo_render.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _params(seed: int, num_sequences: int, num_frames: int, width: int, height: int) -> dict:
+    return {"version": DEMO_VERSION, "code": _code_digest(), "seed": int(seed),
+            "num_sequences": int(num_sequences), "num_frames": int(num_frames), "width": int(width),
+            "height": int(height)}
 
 
 def _remove_stale(root: Path, keep: set[str]) -> None:
