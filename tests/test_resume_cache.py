@@ -84,3 +84,16 @@ def test_resume_refuses_a_changed_config(tmp_path):
         main(common + ["run.resume=true", "tracker.track_buffer=10"])
     with pytest.raises(InputError, match="needs output.dir"):
         main(["run.resume=true"])
+
+
+def test_stage_key_changes_with_config_code_upstream_and_input():
+    from kprtrack.cache import stage_key
+    from kprtrack.detector.groundtruth import GroundTruthDetector
+    from kprtrack.pose.groundtruth import GroundTruthPose
+
+    base = stage_key("detector", {"a": 1}, GroundTruthDetector(), "", "input-1")
+    assert base == stage_key("detector", {"a": 1}, GroundTruthDetector(), "", "input-1")
+    assert base != stage_key("detector", {"a": 2}, GroundTruthDetector(), "", "input-1")
+    assert base != stage_key("detector", {"a": 1}, GroundTruthPose(), "", "input-1")  # other code
+    assert base != stage_key("detector", {"a": 1}, GroundTruthDetector(), "up", "input-1")
+    assert base != stage_key("detector", {"a": 1}, GroundTruthDetector(), "", "input-2")
