@@ -33,6 +33,18 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[An
         raise
 
 
+def read_input_text(path: str | Path, what: str = "file") -> str:
+    """A user's input file as text; a missing or unreadable file is an InputError naming it."""
+    from kprtrack.errors import InputError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read {what}: {err}", path) from None
+
+
 def write_json(path: str | Path, data: Any, indent: int | None = None) -> Path:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=indent)

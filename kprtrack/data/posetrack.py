@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from kprtrack.errors import InputError
+from kprtrack.io import read_input_text
 from kprtrack.record import NUM_KEYPOINTS, Detections, Frame
 
 REQUIRED_IMAGE_KEYS = ("id", "file_name")
@@ -35,12 +36,7 @@ class PoseTrackSequence:
 def load_sequence_json(path: str | Path) -> PoseTrackSequence:
     """Read and validate one sequence file; any problem is an InputError naming the file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("annotation file not found", path) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read annotation file: {err}", path) from None
+    text = read_input_text(path, "annotation file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from kprtrack.errors import InputError
+from kprtrack.io import read_input_text
 
 # MOT16/17/20 class ids (trackeval's table); anything else in the class column means MOT15-style GT.
 MOT_CLASS_IDS = {"pedestrian": 1, "person_on_vehicle": 2, "car": 3, "bicycle": 4, "motorbike": 5,
@@ -33,12 +34,7 @@ class MotTable:
 
 def read_mot_txt(path: Path, min_columns: int = 6) -> MotTable:
     """Parse a MOT txt file (comma or whitespace separated); any bad row is an InputError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("file not found", path) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read file: {err}", path) from None
+    text = read_input_text(path)
     rows, lines, width = [], [], None
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip().rstrip(",")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import cv2
-import numpy as np
 import pandas as pd
 from tracklab.pipeline import DetectionLevelModule
 
