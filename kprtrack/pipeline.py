@@ -84,7 +84,7 @@ MODEL_STAGES = ("detector", "pose", "reid")
 
 
 class SequenceCache:
-    """The three model stages' cached outputs for one sequence (None where not cached)."""
+    """Cache keys of the three model stages for one sequence, and the deepest cached output (or None)."""
 
     def __init__(self, cache: StageCache, cfg, stages: Stages, source):
         from omegaconf import OmegaConf
@@ -92,14 +92,18 @@ class SequenceCache:
         fingerprint = source.fingerprint() if hasattr(source, "fingerprint") else None
         self.cache = cache if fingerprint else StageCache(enabled=False)
         self.keys: dict[str, str] = {}
-        self.hits: dict[str, list[Detections] | None] = {}
         upstream = ""
         for name in MODEL_STAGES:
             config = OmegaConf.to_container(cfg[name], resolve=True)
             upstream = self.keys[name] = stage_key(name, config, getattr(stages, name), upstream, fingerprint or "")
-            self.hits[name] = self.cache.load(name, upstream)
-        # The deepest cached stage makes the ones before it unnecessary.
-        self.start = next((i + 1 for i in reversed(range(3)) if self.hits[MODEL_STAGES[i]] is not None), 0)
+        # The deepest cached stage makes the ones before it unnecessary: only that archive is read.
+        self.start, self.hit = 0, None
+        for depth in (3, 2, 1):
+            name = MODEL_STAGES[depth - 1]
+            self.hit = self.cache.load(name, self.keys[name])
+            if self.hit is not None:
+                self.start = depth
+                break
         self.new: dict[str, list[Detections]] = {name: [] for name in MODEL_STAGES[self.start:]}
 
     def save(self) -> None:
@@ -109,13 +113,11 @@ class SequenceCache:
 
 def model_outputs(batch: list[Frame], stages: Stages, seq_cache: SequenceCache) -> list[Detections]:
     """Detector -> pose -> ReID for a batch of frames, starting after the deepest cached stage."""
-    if seq_cache.start == 3:
-        return [seq_cache.hits["reid"][f.index] for f in batch]
     if seq_cache.start == 0:
         outputs = stages.detector.detect(batch)
         seq_cache.new["detector"] += outputs
     else:
-        outputs = [seq_cache.hits[MODEL_STAGES[seq_cache.start - 1]][f.index] for f in batch]
+        outputs = [seq_cache.hit[f.index] for f in batch]
     for step, name in ((1, "pose"), (2, "reid")):
         if seq_cache.start <= step:
             stage = getattr(stages, name)
