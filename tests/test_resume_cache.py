@@ -97,3 +97,24 @@ def test_stage_key_changes_with_config_code_upstream_and_input():
     assert base != stage_key("detector", {"a": 1}, GroundTruthPose(), "", "input-1")  # other code
     assert base != stage_key("detector", {"a": 1}, GroundTruthDetector(), "up", "input-1")
     assert base != stage_key("detector", {"a": 1}, GroundTruthDetector(), "", "input-2")
+
+
+def test_stage_key_follows_the_weights_file_content(tmp_path):
+    """Model stages expose ``weights_path``: replacing the file at the same path changes the key."""
+    import os
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    from kprtrack.cache import stage_key
+    from kprtrack.detector.yolox_onnx import YOLOXOnnxDetector
+    from tests.conftest import shared_file
+
+    onnx_file = tmp_path / "det.onnx"
+    shutil.copyfile(shared_file("models/yolox_nano_416.onnx"), onnx_file)
+    detector = YOLOXOnnxDetector(weights=str(onnx_file))
+    assert detector.weights_path == onnx_file
+    before = stage_key("detector", {"weights": str(onnx_file)}, detector, "", "input")
+    with open(onnx_file, "ab") as handle:  # same path, other bytes
+        handle.write(b"\0")
+    os.utime(onnx_file, ns=(1, 1))
+    assert stage_key("detector", {"weights": str(onnx_file)}, detector, "", "input") != before

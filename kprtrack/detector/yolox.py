@@ -71,6 +71,7 @@ class YOLOXDetector(YoloxBackendBase):
             warnings.warn("detector.weights is null: YOLOX runs with random weights", stacklevel=2)
         meta = spec_meta(weights, YOLOX_WEIGHTS)
         self.model, self.source = build_model(weights, model_size, num_classes, download)
+        self.weights_path = self.source  # the stage cache keys on its checksum
         size = MODEL_SIZES[self.model.size_name]
         if not 0 <= int(person_class) < self.model.head.num_classes:
             raise InputError(f"person_class={person_class} but the model has "

@@ -45,6 +45,7 @@ class YOLOXOnnxDetector(YoloxBackendBase):
                              f"known names: {', '.join(YOLOX_ONNX_WEIGHTS)}")
         meta = spec_meta(weights, YOLOX_ONNX_WEIGHTS)
         self.source = resolve_weights(weights, YOLOX_ONNX_WEIGHTS, download=download)
+        self.weights_path = self.source  # the stage cache keys on its checksum
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = int(num_threads)

@@ -50,8 +50,9 @@ class HRNetPose(TopDownEstimator):
         spec = HRNET_WEIGHTS.get(str(weights)) if weights is not None else None
         meta = dict(spec.meta) if spec else {}
         state, ckpt_meta, fmt = None, {}, "random-init"
+        self.weights_path = None  # the stage cache keys on the file's checksum
         if weights is not None:
-            path = resolve_weights(str(weights), HRNET_WEIGHTS, download=download)
+            path = self.weights_path = resolve_weights(str(weights), HRNET_WEIGHTS, download=download)
             check_sha256_prefix(path, meta.get("sha256_prefix"))
             raw, ckpt_meta = read_checkpoint(path)
             state, fmt = adapt_keys(raw)

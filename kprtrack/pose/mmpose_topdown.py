@@ -54,6 +54,7 @@ class MMPoseTopDown:
 
         init_model, self._inference_topdown = _mmpose_apis()
         path = resolve_weights(checkpoint, HRNET_WEIGHTS, download=download)
+        self.weights_path = path  # the stage cache keys on its checksum
         spec = HRNET_WEIGHTS.get(str(checkpoint))
         check_sha256_prefix(path, spec.meta.get("sha256_prefix") if spec else None)
         state, meta = read_checkpoint(path)

@@ -40,6 +40,7 @@ class MoveNetPose(TopDownEstimator):
                  num_threads: int = 2, download: bool = True):
         interpreter_class = _interpreter_class()
         path = resolve_weights(weights, MOVENET_WEIGHTS, download=download)
+        self.weights_path = path  # the stage cache keys on its checksum
         try:
             self.interpreter = interpreter_class(model_path=str(path), num_threads=int(num_threads))
             self.interpreter.allocate_tensors()
