@@ -23,7 +23,7 @@ class WeightSpec:
     """One published weight file."""
 
     url: str
-    sha256: str | None = None  # None where upstream publishes no checksum
+    sha256: str | None = None  # full hex digest, or a prefix where upstream publishes only one; None = none
     filename: str | None = None  # defaults to the URL's last path component
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. input_size, arch, num_classes
 
@@ -83,9 +83,15 @@ def resolve_weights(weights: str | os.PathLike, registry: dict[str, WeightSpec] 
 
 
 def _check_sha(path: Path, spec: WeightSpec) -> None:
-    if spec.sha256 and sha256_of(path) != spec.sha256.lower():
+    if not spec.sha256:
+        return
+    expected, actual = spec.sha256.lower(), sha256_of(path)
+    if len(expected) == len(actual) and actual != expected:
         raise InputError(f"checksum mismatch: expected sha256 {spec.sha256} for {spec.url} "
                          f"(delete the file to download it again)", path)
+    if not actual.startswith(expected):
+        raise InputError(f"checksum mismatch: the file's sha256 should start with {spec.sha256} for "
+                         f"{spec.url} (delete the file to download it again)", path)
 
 
 def _download(spec: WeightSpec, target: Path, progress: bool) -> None:

@@ -157,15 +157,19 @@ def test_url_download_into_cache_and_sha_prefix(tmp_path, w32_state, monkeypatch
     from kprtrack.weights import cache_dir
 
     assert (cache_dir() / "remote.pth").is_file()
+    # registry entries carry OpenMMLab's 8-digit sha256 prefix; a file that does not match is refused
+    from kprtrack.weights import WeightSpec, resolve_weights
+
+    registry = {"w32": WeightSpec(url=path.as_uri(), sha256="deadbeef", filename="prefixed.pth")}
     with pytest.raises(InputError, match="sha256 should start with deadbeef"):
-        ckpt.check_sha256_prefix(path, "deadbeef")
+        resolve_weights("w32", registry)
 
 
 def test_registry_entries_offline_message(monkeypatch):
     assert set(ckpt.HRNET_WEIGHTS) >= {"hrnet_w32_coco_256x192", "hrnet_w32_posetrack18_256x192"}
     for name, spec in ckpt.HRNET_WEIGHTS.items():
         assert spec.url.startswith("https://download.openmmlab.com/mmpose/")
-        assert spec.meta["sha256_prefix"] in spec.url
+        assert len(spec.sha256) == 8 and spec.sha256 in spec.url
         assert spec.meta["layout"] in name
     with pytest.raises(InputError, match="fetch https://download.openmmlab.com"):
         HRNetPose(weights="hrnet_w32_coco_256x192", download=False)

@@ -125,3 +125,15 @@ def test_torch_load_errors_name_the_file(tmp_path):
     good = tmp_path / "good.pth"
     torch.save({"model": {"w": torch.ones(2)}}, good)
     assert torch_load(good)["model"]["w"].tolist() == [1.0, 1.0]
+
+
+def test_published_sha256_prefix_is_checked(tmp_path):
+    """Some upstreams (OpenMMLab) publish only the first hex digits of the sha256."""
+    source = tmp_path / "src.bin"
+    source.write_bytes(PAYLOAD)
+    good = {"p": WeightSpec(url=source.as_uri(), sha256=PAYLOAD_SHA[:8], filename="p.bin")}
+    assert resolve_weights("p", good, progress=False).read_bytes() == PAYLOAD
+    bad = {"q": WeightSpec(url=source.as_uri(), sha256="0" * 8, filename="q.bin")}
+    with pytest.raises(InputError, match="should start with 00000000"):
+        resolve_weights("q", bad, progress=False)
+    assert not (cache_dir() / "q.bin").exists()  # a bad download never lands in the cache

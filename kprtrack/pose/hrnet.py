@@ -8,7 +8,7 @@ import numpy as np
 from kprtrack.errors import InputError
 from kprtrack.pose.heatmaps import decode_heatmaps, flip_back
 from kprtrack.pose.hrnet_checkpoint import (
-    HRNET_WEIGHTS, adapt_keys, check_sha256_prefix, infer_arch, layout_from_meta, load_into,
+    HRNET_WEIGHTS, adapt_keys, infer_arch, layout_from_meta, load_into,
     read_checkpoint)
 from kprtrack.pose.layouts import check_layout, flip_index
 from kprtrack.pose.topdown import TopDownEstimator
@@ -53,7 +53,6 @@ class HRNetPose(TopDownEstimator):
         self.weights_path = None  # the stage cache keys on the file's checksum
         if weights is not None:
             path = self.weights_path = resolve_weights(str(weights), HRNET_WEIGHTS, download=download)
-            check_sha256_prefix(path, meta.get("sha256_prefix"))
             raw, ckpt_meta = read_checkpoint(path)
             state, fmt = adapt_keys(raw)
             if fmt == "unknown":

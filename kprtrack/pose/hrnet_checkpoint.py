@@ -15,44 +15,52 @@ from pathlib import Path
 import numpy as np
 
 from kprtrack.errors import InputError
-from kprtrack.weights import WeightSpec, sha256_of, torch_load
+from kprtrack.weights import WeightSpec, torch_load
 
 log = logging.getLogger(__name__)
 
 _MMPOSE = "https://download.openmmlab.com/mmpose"
 # OpenMMLab publishes no full checksum; the 8 hex digits in each file name are the start of the
-# file's sha256, checked after download (``check_sha256_prefix``).
+# file's sha256, which kprtrack.weights checks as a prefix.
 HRNET_WEIGHTS: dict[str, WeightSpec] = {
     "hrnet_w32_coco_256x192": WeightSpec(
         f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/"
         "td-hm_hrnet-w32_8xb64-210e_coco-256x192-81c58e40_20220909.pth",
-        meta={"arch": "w32", "input_size": (256, 192), "layout": "coco", "sha256_prefix": "81c58e40"}),
+        sha256="81c58e40",
+        meta={"arch": "w32", "input_size": (256, 192), "layout": "coco"}),
     "hrnet_w32_coco_384x288": WeightSpec(
         f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/"
         "td-hm_hrnet-w32_8xb64-210e_coco-384x288-ca5956af_20220909.pth",
-        meta={"arch": "w32", "input_size": (384, 288), "layout": "coco", "sha256_prefix": "ca5956af"}),
+        sha256="ca5956af",
+        meta={"arch": "w32", "input_size": (384, 288), "layout": "coco"}),
     "hrnet_w48_coco_256x192": WeightSpec(
         f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/"
         "td-hm_hrnet-w48_8xb32-210e_coco-256x192-0e67c616_20220913.pth",
-        meta={"arch": "w48", "input_size": (256, 192), "layout": "coco", "sha256_prefix": "0e67c616"}),
+        sha256="0e67c616",
+        meta={"arch": "w48", "input_size": (256, 192), "layout": "coco"}),
     "hrnet_w48_coco_384x288": WeightSpec(
         f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/"
         "td-hm_hrnet-w48_8xb32-210e_coco-384x288-c161b7de_20220915.pth",
-        meta={"arch": "w48", "input_size": (384, 288), "layout": "coco", "sha256_prefix": "c161b7de"}),
+        sha256="c161b7de",
+        meta={"arch": "w48", "input_size": (384, 288), "layout": "coco"}),
     # PoseTrack18 fine-tunes (COCO pre-training): the mmpose 1.x configs
     # td-hm_hrnet-w{32,48}_8xb64-20e_posetrack18-* point at these 0.x-format checkpoints.
     "hrnet_w32_posetrack18_256x192": WeightSpec(
         f"{_MMPOSE}/top_down/hrnet/hrnet_w32_posetrack18_256x192-1ee951c4_20201028.pth",
-        meta={"arch": "w32", "input_size": (256, 192), "layout": "posetrack", "sha256_prefix": "1ee951c4"}),
+        sha256="1ee951c4",
+        meta={"arch": "w32", "input_size": (256, 192), "layout": "posetrack"}),
     "hrnet_w32_posetrack18_384x288": WeightSpec(
         f"{_MMPOSE}/top_down/hrnet/hrnet_w32_posetrack18_384x288-806f00a3_20211130.pth",
-        meta={"arch": "w32", "input_size": (384, 288), "layout": "posetrack", "sha256_prefix": "806f00a3"}),
+        sha256="806f00a3",
+        meta={"arch": "w32", "input_size": (384, 288), "layout": "posetrack"}),
     "hrnet_w48_posetrack18_256x192": WeightSpec(
         f"{_MMPOSE}/top_down/hrnet/hrnet_w48_posetrack18_256x192-b5d9b3f1_20211130.pth",
-        meta={"arch": "w48", "input_size": (256, 192), "layout": "posetrack", "sha256_prefix": "b5d9b3f1"}),
+        sha256="b5d9b3f1",
+        meta={"arch": "w48", "input_size": (256, 192), "layout": "posetrack"}),
     "hrnet_w48_posetrack18_384x288": WeightSpec(
         f"{_MMPOSE}/top_down/hrnet/hrnet_w48_posetrack18_384x288-5fd6d3ff_20211130.pth",
-        meta={"arch": "w48", "input_size": (384, 288), "layout": "posetrack", "sha256_prefix": "5fd6d3ff"}),
+        sha256="5fd6d3ff",
+        meta={"arch": "w48", "input_size": (384, 288), "layout": "posetrack"}),
 }
 
 _HEAD_PREFIXES = {"mmpose1": "head.final_layer.", "mmpose0": "keypoint_head.final_layer.",
@@ -175,7 +183,3 @@ def load_into(model, state: dict, fmt: str) -> LoadReport:
     return report
 
 
-def check_sha256_prefix(path: Path, prefix: str | None) -> None:
-    if prefix and not sha256_of(path).startswith(prefix.lower()):
-        raise InputError(f"checksum mismatch: the file's sha256 should start with {prefix} "
-                         "(delete it to download again)", path)

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from kprtrack.errors import InputError, MissingModelError
-from kprtrack.pose.hrnet_checkpoint import HRNET_WEIGHTS, check_sha256_prefix, read_checkpoint
+from kprtrack.pose.hrnet_checkpoint import HRNET_WEIGHTS, read_checkpoint
 from kprtrack.pose.layouts import LAYOUTS, check_layout, to_posetrack, warn_approximate_head
 from kprtrack.pose.topdown import MIN_BOX_SIZE, TopDownEstimator, usable_boxes
 from kprtrack.record import NUM_KEYPOINTS, Detections, Frame
@@ -55,8 +55,6 @@ class MMPoseTopDown:
         init_model, self._inference_topdown = _mmpose_apis()
         path = resolve_weights(checkpoint, HRNET_WEIGHTS, download=download)
         self.weights_path = path  # the stage cache keys on its checksum
-        spec = HRNET_WEIGHTS.get(str(checkpoint))
-        check_sha256_prefix(path, spec.meta.get("sha256_prefix") if spec else None)
         state, meta = read_checkpoint(path)
         try:
             self.model = init_model(str(config), None, device=device)
