@@ -1,14 +1,15 @@
 """Tracker-only frames/s: KPRTrack (part-based appearance) vs a published ByteTrack, same boxes, one run.
 
     python benchmarks/tracker.py [--frames 10000] [--people 20] [--parts 8] [--dim 512] [--seed 0]
-                                 [--reference trackers|none] [--chunk 100] [--set KEY=VALUE ...]
+                                 [--reference trackers[,tracklab]|tracklab|none] [--chunk 100] [--set KEY=VALUE ...]
 
 A synthetic scene (people walking in a 1920x1080 frame, some leaving and coming back, low scores,
 missed detections, false positives) is simulated up front. Frames are then materialised in chunks
 (the part embeddings of 10,000 frames would need 4 GB) and both trackers get each chunk's frames;
 only the ``update`` calls are timed, and the two trackers alternate which goes first per chunk so
-that both see the same machine load. The reference is Roboflow ``trackers``' pure-numpy ByteTrack
-(``pip install trackers``; used by this benchmark only, not a kprtrack dependency).
+that all see the same machine load. The references are published ByteTracks, used by this benchmark
+only (not kprtrack dependencies): Roboflow ``trackers``' pure-numpy one (``pip install trackers``, the
+default) and TrackLab's ``byte_track`` (installed with ``tracklab``; needs torch and ultralytics).
 
 Prints frames/s of each and their ratio, the mean per-frame time over frames [0.09F, 0.11F) and
 [0.99F, F) ("at 1k and 10k" for F = 10,000) with a flatness check (within 10%), KPRTrack's memory at
@@ -26,13 +27,15 @@ from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-import numpy as np
-
 try:  # a source checkout: ``python benchmarks/tracker.py`` from the repo root, package not installed
-    import kprtrack  # noqa: F401
+    import kprtrack  # noqa: F401  (first: it may choose OpenBLAS's kernels, which must precede numpy)
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import kprtrack  # noqa: F401
 
+import numpy as np
+
+from kprtrack.openblas import openblas_core
 from kprtrack.record import Detections
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +44,8 @@ WIDTH, HEIGHT = 1920, 1080
 FLAT_TOLERANCE = 0.10
 INSTALL_HINT = ("the reference ByteTrack needs Roboflow's `trackers` package (benchmark only): "
                 "pip install trackers   -- or run with --reference none to time KPRTrack alone")
+TRACKLAB_HINT = ("--reference tracklab needs TrackLab's byte_track (pip install tracklab, which brings torch and "
+                 "ultralytics; e.g. the venv .ci/tracklab_env.sh builds)")
 
 
 # ---------------------------------------------------------------------------------------- scene
@@ -209,6 +214,50 @@ class ByteTrackRunner:
 
     def describe(self) -> str:
         return f"trackers {self.version}: " + ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
+
+
+class TrackLabByteTrackRunner:
+    """TrackLab's ``byte_track`` BYTETracker (numpy + lap + torch tensors as input, as TrackLab feeds it)."""
+
+    name = "ByteTrack(tracklab)"
+
+    def __init__(self, kpr_config: dict) -> None:
+        try:
+            import torch
+            from byte_track.byte_tracker import BYTETracker
+        except ImportError as error:
+            raise SystemExit(f"{error}\n{TRACKLAB_HINT}") from None
+        self.torch = torch
+        # track_thresh splits high / low scores and track_thresh + 0.1 starts a track: 0.5 / 0.6 as
+        # KPRTrack; the rest is TrackLab's packaged byte_track.yaml (30-frame buffer, IoU distance 0.8).
+        self.kwargs = dict(track_thresh=kpr_config["det_high_thresh"], track_buffer=30, match_thresh=0.8,
+                           frame_rate=30)
+        self.tracker = BYTETracker(**self.kwargs)
+        self.version = package_version("tracklab")
+
+    def prepare(self, boxes, scores, embeddings, visibility):
+        # [l, t, r, b, score, class, row], the row coming back as the track's "tracklab_id".
+        rows = len(boxes)
+        table = np.concatenate([boxes, scores[:, None], np.zeros((rows, 1)), np.arange(rows)[:, None]], axis=1)
+        return self.torch.from_numpy(table.astype(np.float64))
+
+    def update(self, prepared):
+        return self.tracker.update(prepared, None)
+
+    def ids(self, prepared, result) -> np.ndarray:
+        ids = np.full(len(prepared), -1, np.int64)
+        for row in result:  # [l, t, r, b, track_id, class, score, row]
+            ids[int(row[7])] = int(row[4])
+        return ids
+
+    def live_tracks(self) -> int:
+        return len(self.tracker.tracked_stracks) + len(self.tracker.lost_stracks)
+
+    def describe(self) -> str:
+        return f"tracklab {self.version} byte_track: " + ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
+
+
+REFERENCES = {"trackers": ByteTrackRunner, "tracklab": TrackLabByteTrackRunner}
 
 
 # ---------------------------------------------------------------------------------------- measuring
@@ -388,6 +437,7 @@ def report(result: Result, scene: Scene) -> list[str]:
         f"{len(scene.truth) / result.frames:.1f} detections/frame ({(scene.truth < 0).mean():.1%} false positives, "
         f"{(scene.scores < 0.5).mean():.1%} scored below 0.5); OPENBLAS_NUM_THREADS="
         f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, CPUs usable {usable_cpus()}",
+        f"OpenBLAS kernels: {openblas_core()} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})",
     ]
     lines += [f"{name}: {text}" for name, text in result.descriptions.items()]
     lines.append(f"{'':>20}  {'clock':<5} {'frames/s':>9} {f'mean ms/frame [{e0},{e1})':>27} "
@@ -412,10 +462,10 @@ def report(result: Result, scene: Scene) -> list[str]:
             f"(tracemalloc peak), kept state {probe.state_bytes / 1024:.0f} KiB for {probe.live_tracks} live tracks, "
             f"process RSS {probe.rss_mib:.0f} MiB (peak so far {probe.rss_peak_mib:.0f} MiB)"
         )
-    names = list(result.times)
-    if len(names) == 2:
-        ratios = ", ".join(f"{fps[c][names[0]] / fps[c][names[1]]:.2f}x ({c} clock)" for c in fps)
-        lines.append(f"ratio {names[0]} / {names[1]} frames/s: {ratios}; goal >= 2x")
+    ours, *references = list(result.times)
+    for reference in references:
+        ratios = ", ".join(f"{fps[c][ours] / fps[c][reference]:.2f}x ({c} clock)" for c in fps)
+        lines.append(f"ratio {ours} / {reference} frames/s: {ratios}; goal >= 2x")
     return lines
 
 
@@ -426,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", type=int, default=8, help="body parts besides the global embedding")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reference", choices=["trackers", "none"], default="trackers")
+    parser.add_argument("--reference", default="trackers",
+                        help=f"comma-separated references from {{{', '.join(REFERENCES)}}}, or none (default: trackers)")
     parser.add_argument("--chunk", type=int, default=100, help="frames materialised at a time (memory)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of configs/tracker/kprtrack.yaml, e.g. --set kalman=true")
@@ -434,11 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.frames < 10 or args.people < 1 or args.parts < 0 or args.dim < 1 or args.chunk < 1:
         parser.error("need --frames >= 10, --people >= 1, --parts >= 0, --dim >= 1, --chunk >= 1")
+    references = [] if args.reference == "none" else [name.strip() for name in args.reference.split(",")]
+    unknown = sorted(set(references) - set(REFERENCES))
+    if unknown:
+        parser.error(f"--reference: unknown {', '.join(unknown)}; choose from {', '.join(REFERENCES)} or none")
 
     config = kprtrack_config(args.set)
-    runners = [KPRTrackRunner(config)]
-    if args.reference == "trackers":
-        runners.append(ByteTrackRunner(config))
+    runners = [KPRTrackRunner(config)] + [REFERENCES[name](config) for name in dict.fromkeys(references)]
     began = time.perf_counter()
     scene = simulate_scene(args.frames, args.people, args.parts, args.dim, args.seed)
     if not args.quiet:

@@ -142,3 +142,54 @@ def test_command_line_runs_kprtrack_alone(bench, capsys):
     assert bench.main(["--frames", "60", "--dim", "16", "--parts", "3", "--reference", "none", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "60 frames, 20 people, 4 parts (1 global + 3) x 16-D" in out and "ms/frame [5,7)" in out
+
+
+def test_missing_tracklab_reference_says_what_to_install(bench, monkeypatch):
+    monkeypatch.setitem(sys.modules, "byte_track", None)
+    monkeypatch.setitem(sys.modules, "byte_track.byte_tracker", None)
+    with pytest.raises(SystemExit, match="needs TrackLab's byte_track"):
+        bench.TrackLabByteTrackRunner(bench.kprtrack_config())
+
+
+def test_unknown_reference_is_refused(bench, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--frames", "60", "--reference", "trackers,bogus", "--quiet"])
+    assert stop.value.code == 2 and "unknown bogus" in capsys.readouterr().err
+
+
+def test_every_reference_gets_its_ratio_and_tracklab_rows_map_back(bench, scene, monkeypatch):
+    """TrackLab's BYTETracker takes a [l, t, r, b, score, class, row] tensor and returns rows
+    [l, t, r, b, track_id, class, score, row]; a stand-in with that interface (track id = 100 + the
+    person's box x rounded to 400 px, enough to check the mapping) goes through the real runner."""
+    torch = pytest.importorskip("torch")
+    import types
+
+    class FakeBYTETracker:
+        def __init__(self, **kwargs):
+            self.kwargs, self.tracked_stracks, self.lost_stracks = kwargs, [], []
+
+        def update(self, table, _):
+            assert isinstance(table, torch.Tensor) and table.shape[1] == 7
+            keep = table[:, 4] > self.kwargs["track_thresh"]
+            return [[*row[:4].tolist(), 100 + int(row[0]) // 400, 0, float(row[4]), int(row[6])] for row in table[keep]]
+
+    package = types.ModuleType("byte_track")
+    module = types.ModuleType("byte_track.byte_tracker")
+    module.BYTETracker = FakeBYTETracker
+    monkeypatch.setitem(sys.modules, "byte_track", package)
+    monkeypatch.setitem(sys.modules, "byte_track.byte_tracker", module)
+    monkeypatch.setattr(bench, "package_version", lambda name: "0.test")
+    config = bench.kprtrack_config()
+    reference = bench.TrackLabByteTrackRunner(config)
+    assert reference.kwargs["track_thresh"] == config["det_high_thresh"]
+    frame = slice(scene.offsets[5], scene.offsets[6])
+    prepared = reference.prepare(scene.boxes[frame], scene.scores[frame], None, None)
+    ids = reference.ids(prepared, reference.update(prepared))
+    confident = scene.scores[frame] > config["det_high_thresh"]
+    assert np.array_equal(ids[~confident], np.full((~confident).sum(), -1))
+    assert np.array_equal(ids[confident], 100 + scene.boxes[frame][confident, 0].astype(np.int64) // 400)
+
+    result = bench.run_benchmark(scene, [bench.KPRTrackRunner(config), reference], chunk=100, progress=False)
+    text = "\n".join(bench.report(result, scene))
+    assert "ratio KPRTrack / ByteTrack(tracklab) frames/s" in text and "tracklab 0.test byte_track" in text
+    assert "OpenBLAS kernels:" in text
