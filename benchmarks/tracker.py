@@ -1,15 +1,16 @@
 """Tracker-only frames/s: KPRTrack (part-based appearance) vs a published ByteTrack, same boxes, one run.
 
     python benchmarks/tracker.py [--frames 10000] [--people 20] [--parts 8] [--dim 512] [--seed 0]
-                                 [--reference trackers[,tracklab]|tracklab|none] [--chunk 100] [--set KEY=VALUE ...]
+                                 [--reference auto|trackers[,tracklab]|none] [--chunk 100] [--set KEY=VALUE ...]
 
 A synthetic scene (people walking in a 1920x1080 frame, some leaving and coming back, low scores,
 missed detections, false positives) is simulated up front. Frames are then materialised in chunks
-(the part embeddings of 10,000 frames would need 4 GB) and both trackers get each chunk's frames;
-only the ``update`` calls are timed, and the two trackers alternate which goes first per chunk so
-that all see the same machine load. The references are published ByteTracks, used by this benchmark
-only (not kprtrack dependencies): Roboflow ``trackers``' pure-numpy one (``pip install trackers``, the
-default) and TrackLab's ``byte_track`` (installed with ``tracklab``; needs torch and ultralytics).
+(the part embeddings of 10,000 frames would need 4 GB) and every tracker gets each chunk's frames;
+only the ``update`` calls are timed, and the trackers alternate which goes first per chunk so that
+all see the same machine load. The references are published ByteTracks, used by this benchmark
+only (not kprtrack dependencies): Roboflow ``trackers``' pure-numpy one (``pip install trackers``) and
+TrackLab's ``byte_track`` (installed with ``tracklab``; needs torch and ultralytics). The default,
+``--reference auto``, runs every one of them that is installed and says how to get the others.
 
 Prints frames/s of each and their ratio, the mean per-frame time over frames [0.09F, 0.11F) and
 [0.99F, F) ("at 1k and 10k" for F = 10,000) with a flatness check (within 10%), KPRTrack's memory at
@@ -476,8 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", type=int, default=8, help="body parts besides the global embedding")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reference", default="trackers",
-                        help=f"comma-separated references from {{{', '.join(REFERENCES)}}}, or none (default: trackers)")
+    parser.add_argument("--reference", default="auto",
+                        help=f"auto (every installed one; the default), none, or a comma-separated list from "
+                             f"{{{', '.join(REFERENCES)}}} (each must be installed)")
     parser.add_argument("--chunk", type=int, default=100, help="frames materialised at a time (memory)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of configs/tracker/kprtrack.yaml, e.g. --set kalman=true")
@@ -485,13 +487,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.frames < 10 or args.people < 1 or args.parts < 0 or args.dim < 1 or args.chunk < 1:
         parser.error("need --frames >= 10, --people >= 1, --parts >= 0, --dim >= 1, --chunk >= 1")
-    references = [] if args.reference == "none" else [name.strip() for name in args.reference.split(",")]
+    automatic = args.reference == "auto"
+    references = (list(REFERENCES) if automatic else
+                  [] if args.reference == "none" else [name.strip() for name in args.reference.split(",")])
     unknown = sorted(set(references) - set(REFERENCES))
     if unknown:
         parser.error(f"--reference: unknown {', '.join(unknown)}; choose from {', '.join(REFERENCES)} or none")
 
     config = kprtrack_config(args.set)
-    runners = [KPRTrackRunner(config)] + [REFERENCES[name](config) for name in dict.fromkeys(references)]
+    runners = [KPRTrackRunner(config)]
+    for name in dict.fromkeys(references):
+        try:
+            runners.append(REFERENCES[name](config))
+        except SystemExit as missing:
+            if not automatic:
+                raise
+            print(f"reference {name} skipped: {missing}", file=sys.stderr)
+    if automatic and len(runners) == 1:
+        raise SystemExit("no reference ByteTrack is installed:\n" + INSTALL_HINT + "\n" + TRACKLAB_HINT)
     began = time.perf_counter()
     scene = simulate_scene(args.frames, args.people, args.parts, args.dim, args.seed)
     if not args.quiet:

@@ -193,3 +193,16 @@ def test_every_reference_gets_its_ratio_and_tracklab_rows_map_back(bench, scene,
     text = "\n".join(bench.report(result, scene))
     assert "ratio KPRTrack / ByteTrack(tracklab) frames/s" in text and "tracklab 0.test byte_track" in text
     assert "OpenBLAS kernels:" in text
+
+
+def test_auto_reference_runs_what_is_installed_and_says_what_is_not(bench, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "byte_track", None)
+    monkeypatch.setitem(sys.modules, "byte_track.byte_tracker", None)
+    if importlib.util.find_spec("trackers") is None:
+        with pytest.raises(SystemExit, match="no reference ByteTrack is installed"):
+            bench.main(["--frames", "40", "--dim", "16", "--parts", "2", "--quiet"])
+        return
+    assert bench.main(["--frames", "40", "--dim", "16", "--parts", "2", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "reference tracklab skipped" in captured.err and "pip install tracklab" in captured.err
+    assert "ratio KPRTrack / ByteTrack(trackers)" in captured.out and "ByteTrack(tracklab)" not in captured.out
