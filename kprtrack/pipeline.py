@@ -70,17 +70,28 @@ def make_run_dir(cfg) -> Path:
     return run_dir.resolve()
 
 
+MODEL_STAGES = ("detector", "pose", "reid")
+
+
 def build_stages(cfg, run_dir: Path) -> Stages:
+    """Every stage, or one error naming every model stage that cannot start (a first run on a new
+    machine often lacks several weights files: the user gets the whole list at once)."""
+    models, problems = {}, []
+    for name in MODEL_STAGES:
+        try:
+            models[name] = build_stage(cfg[name])
+        except InputError as error:
+            problems.append((name, error))
+    if len(problems) == 1:
+        raise problems[0][1]
+    if problems:
+        raise InputError(f"{len(problems)} stages cannot start:\n  "
+                         + "\n  ".join(f"{name}: {error}" for name, error in problems))
     return Stages(
-        detector=build_stage(cfg.detector),
-        pose=build_stage(cfg.pose),
-        reid=build_stage(cfg.reid),
+        **models,
         tracker=build_stage(cfg.tracker),
         writers=[build_stage(node, dir=str(run_dir)) for node in cfg.output.writers.values()],
     )
-
-
-MODEL_STAGES = ("detector", "pose", "reid")
 
 
 class SequenceCache:

@@ -101,3 +101,24 @@ def test_bad_stage_value_is_one_line(tmp_path):
     assert result.returncode == 2
     assert "bad configuration for kprtrack.tracker.KPRTracker: ema_alpha must be in [0, 1]" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_missing_weights_file_is_named_in_one_go(tmp_path):
+    """A first run on a new machine: the detector's and the pose model's files are not there and KPR's
+    is not in the cache. One run names all three (not one per attempt) and writes nothing."""
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 64))
+    writer.write(np.zeros((64, 64, 3), np.uint8))
+    writer.release()
+    result = run_cli("dataset=video", f"dataset.path={path}", f"detector.weights={tmp_path / 'no_yolox.onnx'}",
+                     f"pose.weights={tmp_path / 'no_hrnet.pth'}", "reid.download=false",
+                     f"output.dir={tmp_path / 'o'}", env={"KPRTRACK_HOME": str(tmp_path / "home")})
+    assert result.returncode == 2, result.stderr[-3000:]
+    err = result.stderr
+    assert "3 stages cannot start" in err and "Traceback" not in err
+    assert f"detector: {tmp_path / 'no_yolox.onnx'}" in err and f"pose: {tmp_path / 'no_hrnet.pth'}" in err
+    assert "reid: " in err and "kpr_occ_pt_IN" in err
+    assert not list((tmp_path / "o").rglob("*.json")) and not list((tmp_path / "o").rglob("*.mp4"))
