@@ -30,4 +30,4 @@ fi
 # The project itself, with its tracklab_plugin entry point (no deps: they are installed above).
 python -m pip install --quiet --no-deps -e .
 python -m pip install --quiet "lap>=0.5" tqdm platformdirs onnxruntime motmetrics pytest
-python -m pytest -q tests/test_tracklab.py tests/test_tracklab_columns.py
+python -m pytest -q tests/test_tracklab.py tests/test_tracklab_columns.py tests/test_benchmarks_tracker.py -k "tracklab"

@@ -206,3 +206,16 @@ def test_auto_reference_runs_what_is_installed_and_says_what_is_not(bench, monke
     captured = capsys.readouterr()
     assert "reference tracklab skipped" in captured.err and "pip install tracklab" in captured.err
     assert "ratio KPRTrack / ByteTrack(trackers)" in captured.out and "ByteTrack(tracklab)" not in captured.out
+
+
+def test_tracklab_reference_side_by_side(bench, scene):
+    """The real TrackLab byte_track (runs in the TrackLab environment, see .ci/tracklab_env.sh)."""
+    pytest.importorskip("byte_track.byte_tracker", reason="TrackLab's byte_track comes with tracklab")
+    config = bench.kprtrack_config()
+    runners = [bench.KPRTrackRunner(config), bench.TrackLabByteTrackRunner(config)]
+    result = bench.run_benchmark(scene, runners, chunk=100, progress=False)
+    reference_ids = result.identity["ByteTrack(tracklab)"]
+    assert reference_ids.coverage > 0.9  # its rows came back through "tracklab_id"
+    assert result.identity["KPRTrack"].switches <= reference_ids.switches
+    text = "\n".join(bench.report(result, scene))
+    assert "ratio KPRTrack / ByteTrack(tracklab) frames/s" in text and "byte_track: track_thresh=0.5" in text
