@@ -24,9 +24,9 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    from kprtrack.weights import cache_dir
+    from kprtrack.weights import kprtrack_home
 
-    return cache_dir().parent / "cache"
+    return kprtrack_home() / "cache"
 
 
 @lru_cache(maxsize=64)

@@ -32,14 +32,19 @@ class WeightSpec:
         return self.filename or Path(urllib.parse.urlparse(self.url).path).name
 
 
-def cache_dir() -> Path:
-    """``$KPRTRACK_HOME/weights``, default under the user's cache dir."""
+def kprtrack_home() -> Path:
+    """``$KPRTRACK_HOME``, default the user's cache folder for kprtrack: weights, demo and stage cache live in it."""
     home = os.environ.get("KPRTRACK_HOME")
     if home:
-        return Path(home).expanduser() / "weights"
+        return Path(home).expanduser()
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("kprtrack")) / "weights"
+    return Path(user_cache_dir("kprtrack"))
+
+
+def cache_dir() -> Path:
+    """``$KPRTRACK_HOME/weights``."""
+    return kprtrack_home() / "weights"
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -365,12 +365,9 @@ _DEFAULTS = {k: p.default for k, p in inspect.signature(generate_demo).parameter
 
 def demo_home() -> Path:
     """``$KPRTRACK_HOME/demo``; KPRTRACK_HOME defaults to the user's cache folder."""
-    home = os.environ.get("KPRTRACK_HOME")
-    if home:
-        return Path(home).expanduser() / "demo"
-    from platformdirs import user_cache_dir
+    from kprtrack.weights import kprtrack_home
 
-    return Path(user_cache_dir("kprtrack")) / "demo"
+    return kprtrack_home() / "demo"
 
 
 def _defaults() -> dict[str, Any]:
