@@ -239,8 +239,9 @@ class TrackLabByteTrackRunner:
     def prepare(self, boxes, scores, embeddings, visibility):
         # [l, t, r, b, score, class, row], the row coming back as the track's "tracklab_id".
         rows = len(boxes)
-        table = np.concatenate([boxes, scores[:, None], np.zeros((rows, 1)), np.arange(rows)[:, None]], axis=1)
-        return self.torch.from_numpy(table.astype(np.float64))
+        table = np.concatenate([boxes, scores[:, None], np.zeros((rows, 1)), np.arange(rows)[:, None]], axis=1,
+                               dtype=np.float64)
+        return self.torch.from_numpy(table)
 
     def update(self, prepared):
         return self.tracker.update(prepared, None)
