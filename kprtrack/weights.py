@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.parse
@@ -124,15 +125,58 @@ def _download(spec: WeightSpec, target: Path, progress: bool) -> None:
                          f"at this path", target) from None
 
 
+# numpy moved ``numpy.core`` to ``numpy._core`` in 2.0. Checkpoints pickled under numpy 1.x (the
+# published torchreid/KPR, mmpose and YOLOX files) name the old module; torch's restricted
+# unpickler matches globals by that written name, so both spellings are allowed, each bound to
+# the function this numpy has. These rebuild plain scalars and arrays; none runs other code.
+_NUMPY_MULTIARRAY_NAMES = ("numpy.core.multiarray", "numpy._core.multiarray")
+
+
+def numpy_safe_globals() -> list:
+    """numpy scalars, arrays and dtypes as found in checkpoint metadata (rank1, best_ap, sigmas...).
+
+    Entries are classes (matched by their own name) or torch's ``(callable, "qualified.name")`` pairs.
+    """
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    allowed: list = [np.ndarray, np.dtype]
+    for module in _NUMPY_MULTIARRAY_NAMES:
+        allowed += [(multiarray.scalar, f"{module}.scalar"), (multiarray._reconstruct, f"{module}._reconstruct")]
+    # A dtype is rebuilt as np.dtype(...) and then given its state: torch requires the instance's
+    # class (numpy.dtypes.Float64DType etc.) to be allowed for that step.
+    allowed += sorted({type(np.dtype(code)) for code in np.typecodes["All"]}, key=lambda t: t.__name__)
+    return allowed
+
+
 def torch_load(path: str | Path, extra_safe_globals: tuple = ()) -> Any:
-    """``torch.load(weights_only=True)`` with a clear message for corrupt or unsafe files."""
+    """``torch.load(weights_only=True)`` with numpy metadata allowed and a clear message for corrupt or unsafe files.
+
+    Never falls back to a full (code-executing) unpickle: an object outside the allow-list is an
+    InputError naming it.
+    """
     import torch
 
     try:
-        with torch.serialization.safe_globals(list(extra_safe_globals)):
+        with torch.serialization.safe_globals(numpy_safe_globals() + list(extra_safe_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InputError("weights file not found", path) from None
     except Exception as err:  # torch raises many types for corrupt/unsafe files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"cannot load checkpoint: {first}", path) from None
+        raise InputError(f"cannot load checkpoint: {_load_failure(err)}", path) from None
+
+
+def _load_failure(err: Exception) -> str:
+    """torch's weights_only message is a page of advice to load unsafely; keep the one fact that matters."""
+    text = str(err).strip()
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it holds a Python object of type {found.group(1)}, which kprtrack does not unpickle "
+                f"(only tensors, plain containers and numpy data are loaded; never arbitrary code)")
+    reason = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    if reason:
+        return f"refused by the safe (weights-only) unpickler: {reason.group(1)}"
+    return text.splitlines()[0] if text else type(err).__name__

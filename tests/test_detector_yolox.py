@@ -17,6 +17,7 @@ from kprtrack.errors import InputError
 from kprtrack.record import Detections, Frame
 from kprtrack.stages import Detector
 from kprtrack.weights import WeightSpec, sha256_of
+from numpy1_pickle import save_numpy1
 
 # Key names as they appear in official checkpoints (Megvii-BaseDetection/YOLOX module names).
 OFFICIAL_KEYS = [
@@ -37,7 +38,7 @@ def fake_checkpoint(tmp_path, size: str, num_classes: int, name: str = "ckpt.pth
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
     path = tmp_path / name
-    torch.save({"model": model.state_dict(), "start_epoch": 300, **extra}, path)
+    save_numpy1({"model": model.state_dict(), "start_epoch": 300, **extra}, path)  # as numpy 1.x pickled it
     return path, model
 
 

@@ -13,7 +13,10 @@ from kprtrack.record import Detections, Frame
 from kprtrack.reid.kpr import KPRReID
 from kprtrack.reid.kpr.model import KPR, KPRArch
 from kprtrack.reid.kpr import swin
+from kprtrack.reid.kpr import checkpoint as kpr_checkpoint
 from kprtrack.reid.kpr.swin import SwinSpec, SwinTransformer, swin_spec
+from kprtrack.weights import torch_load
+from numpy1_pickle import save_numpy1
 
 TINY = "swinv2_tiny_window8_256"
 MICRO = "test_micro_swinv2"  # same code and names as the real ones, a few hundred k parameters
@@ -137,9 +140,10 @@ def _save_upstream_checkpoint(path, cfg_node, arch, config, extra_buffers=True):
             if name.endswith("relative_position_index"):
                 state[name] = buf
     model.load_state_dict(state, strict=False)
-    torch.save({"state_dict": OrderedDict(("module." + k, v) for k, v in state.items()), "epoch": 120,
-                "rank1": np.float64(0.92), "mAP": np.float32(0.82), "config": cfg_node(config),
-                "optimizer": {"state": {}, "param_groups": [{"lr": 0.008}]}}, path)
+    # Published files were pickled under numpy 1.x (numpy.core.multiarray names): write them that way.
+    save_numpy1({"state_dict": OrderedDict(("module." + k, v) for k, v in state.items()), "epoch": 120,
+                 "rank1": np.float32(0.92), "mAP": np.float64(0.82), "config": cfg_node(config),
+                 "optimizer": {"state": {}, "param_groups": [{"lr": 0.008}]}}, path)
     return model
 
 
@@ -190,10 +194,10 @@ def test_checkpoint_with_other_backbone_is_rejected(tmp_path, fake_yacs):
 def test_checkpoint_missing_a_key_fails_strict_loading(tmp_path, fake_yacs):
     path = tmp_path / "kpr_broken.pth.tar"
     _save_upstream_checkpoint(path, fake_yacs, _arch(), _upstream_config())
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch_load(path, tuple(kpr_checkpoint._safe_globals()))  # the config comes back as a dict: fine here
     del ckpt["state_dict"]["module.msf.dim_reduce.layers.0.weight"]
     ckpt["state_dict"]["module.unknown.weight"] = torch.zeros(1)
-    torch.save(ckpt, path)
+    save_numpy1(ckpt, path)
     with pytest.raises(InputError, match=r"1 missing: msf.dim_reduce.layers.0.weight; 1 unexpected: unknown.weight"):
         KPRReID(weights=str(path), **SMALL)
 

@@ -10,6 +10,7 @@ from kprtrack.pose import hrnet_checkpoint as ckpt
 from kprtrack.pose.hrnet import HRNetPose
 from kprtrack.pose.hrnet_net import PoseHighResolutionNet
 from kprtrack.record import Detections, Frame
+from numpy1_pickle import save_numpy1
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -79,8 +80,9 @@ def test_bad_boxes_do_not_crash():
 
 
 def _save(tmp_path, name, obj):
+    """As upstream wrote it: pickled under numpy 1.x (numpy.core.multiarray names in the meta)."""
     path = tmp_path / name
-    torch.save(obj, path)
+    save_numpy1(obj, path)
     return path
 
 

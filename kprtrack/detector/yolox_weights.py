@@ -62,20 +62,11 @@ YOLOX_ONNX_WEIGHTS: dict[str, WeightSpec] = {
 }
 
 
-def _safe_globals() -> tuple:
-    """What a weights_only load of a YOLOX training checkpoint may meet besides tensors:
-    numpy scalars/dtypes (e.g. ``best_ap`` from COCOeval) next to the ``model`` state dict."""
-    import numpy as np
-
-    scalar = getattr(getattr(np, "_core", np.core), "multiarray").scalar
-    return (scalar, np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)))
-
-
 def load_state_dict(path: str | Path) -> dict[str, Any]:
     """The ``model`` state dict of a YOLOX checkpoint (or a bare state dict)."""
     import torch
 
-    checkpoint = torch_load(path, _safe_globals())
+    checkpoint = torch_load(path)  # numpy scalars (e.g. best_ap) are allowed there
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(state, Mapping) or not state or not all(
             isinstance(v, torch.Tensor) for v in state.values()):

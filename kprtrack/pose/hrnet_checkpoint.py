@@ -12,8 +12,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from kprtrack.errors import InputError
 from kprtrack.weights import WeightSpec, torch_load
 
@@ -91,26 +89,9 @@ class LoadReport:
         return "; ".join(parts)
 
 
-def numpy_safe_globals() -> list:
-    """numpy types OpenMMLab checkpoints keep in ``meta`` (dataset sigmas, flip indices...).
-
-    torch >= 2.6 loads with ``weights_only=True`` and refuses them unless allowed explicitly;
-    these are plain array/dtype constructors, nothing that runs code.
-    """
-    try:
-        from numpy._core.multiarray import _reconstruct, scalar
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
-    names = [_reconstruct, scalar, np.ndarray, np.dtype]
-    dtype_classes = getattr(np, "dtypes", None)
-    if dtype_classes is not None:
-        names += [getattr(dtype_classes, n) for n in dir(dtype_classes) if n.endswith("DType")]
-    return names
-
-
 def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """(state_dict, meta) from any of the three formats."""
-    obj = torch_load(path, extra_safe_globals=tuple(numpy_safe_globals()))
+    obj = torch_load(path)  # numpy meta (sigmas, best_score...) is allowed there
     if not isinstance(obj, dict):
         raise InputError(f"not an HRNet checkpoint (a {type(obj).__name__}, expected a dict)", path)
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}

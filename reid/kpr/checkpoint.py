@@ -3,7 +3,8 @@
 Upstream saves ``{'state_dict', 'epoch', 'rank1', 'mAP', 'config' (a yacs CfgNode), 'optimizer',
 'scheduler'}``, sometimes with ``module.`` prefixes (DataParallel). We load with
 ``weights_only=True``: the yacs node is rebuilt as nested ``OrderedDict`` (no yacs needed, no code
-executed), numpy scalars are allowed. The stored config is read, compared with the user's and
+executed); numpy scalars (``rank1``, ``mAP``...) pickled under numpy 1.x or 2.x load through
+``kprtrack.weights.torch_load``. The stored config is read, compared with the user's and
 never silently applied.
 """
 from __future__ import annotations
@@ -30,11 +31,8 @@ class _ConfigNode:
 
 
 def _safe_globals() -> list:
-    allowed: list = [(_ConfigNode, "yacs.config.CfgNode"), np.dtype]
-    core = getattr(np, "_core", None) or np.core
-    allowed.append(core.multiarray.scalar)
-    allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
-    return allowed
+    """Besides tensors and numpy data (allowed by ``torch_load`` under numpy 1.x and 2.x names): the yacs config."""
+    return [(_ConfigNode, "yacs.config.CfgNode")]
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -55,8 +53,8 @@ def _plain(node: Any) -> Any:
         return {k: _plain(v) for k, v in node.items()}
     if isinstance(node, (list, tuple)):
         return [_plain(v) for v in node]
-    if isinstance(node, np.generic):
-        return node.item()
+    if isinstance(node, (np.generic, np.ndarray)):
+        return node.tolist()
     return node
 
 
