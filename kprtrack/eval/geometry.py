@@ -83,8 +83,7 @@ def points_strictly_inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarra
     on_edge = ((cross == 0) & (x >= np.minimum(x1, x2)) & (x <= np.maximum(x1, x2))
                & (y >= np.minimum(y1, y2)) & (y <= np.maximum(y1, y2))).any(1)
     straddles = (y1 > y) != (y2 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # Left of the edge's crossing point <=> the edge's orientation test says so (no division needed).
-        left = np.where(y2 > y1, cross > 0, cross < 0)
+    # Left of the edge's crossing with the point's row <=> the orientation test says so (no division).
+    left = np.where(y2 > y1, cross > 0, cross < 0)
     crossings = (straddles & left).sum(1)
     return (crossings % 2 == 1) & ~on_edge
