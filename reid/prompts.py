@@ -64,17 +64,6 @@ def keypoint_heatmaps(keypoints: np.ndarray, size: tuple[int, int], vis_thresh: 
     return out
 
 
-def has_confident_keypoint(keypoints: np.ndarray | None, size: tuple[int, int],
-                           vis_thresh: float = VIS_THRESH) -> bool:
-    """True if at least one keypoint is confident and inside the prompt."""
-    if keypoints is None or len(keypoints) == 0:
-        return False
-    k = np.asarray(keypoints, np.float32).reshape(-1, 3)
-    h, w = size
-    ok = (k[:, 2] > np.float32(vis_thresh)) & (k[:, 0] >= 0) & (k[:, 0] < w) & (k[:, 1] >= 0) & (k[:, 1] < h)
-    return bool(ok.any())
-
-
 def empty_prompt(size: tuple[int, int], grouping: str = "cck8", negative: bool = True) -> np.ndarray:
     """The no-prompt input: all zeros but the background channel (what the model saw without keypoints)."""
     channels = 1 + (1 if negative else 0) + len(PROMPT_GROUPS[grouping])
@@ -88,14 +77,16 @@ def build_prompt(positive: np.ndarray | None, negatives: np.ndarray | None, size
     """One person's prompt [C, H, W].
 
     positive: [17, 3] own keypoints in prompt pixels; negatives: [M, 17, 3] other people's
-    keypoints in the same pixels (those outside the prompt are ignored). A person without any
-    confident keypoint inside gets the no-prompt input.
+    keypoints in the same pixels (those outside the prompt are ignored).
+    A person without any confident keypoint of their own keeps the negative channel: as upstream
+    (torchreid ``dataset.py`` builds the negative mask whatever the target's keypoints), the model
+    is still told where the OTHER people are, the heavy occlusion KPR is made for. With no
+    confident keypoint at all this equals ``empty_prompt``.
     """
     if grouping not in PROMPT_GROUPS:
         raise ValueError(f"unknown prompt grouping {grouping!r} (known: {', '.join(PROMPT_GROUPS)})")
-    if not has_confident_keypoint(positive, size, vis_thresh):
-        return empty_prompt(size, grouping, negative)
-    heat = keypoint_heatmaps(positive, size, vis_thresh)
+    own = np.zeros((17, 3), np.float32) if positive is None or len(positive) == 0 else positive
+    heat = keypoint_heatmaps(own, size, vis_thresh)
     channels = [heat[list(idx)].max(axis=0) for idx in PROMPT_GROUPS[grouping].values()]
     if negative:
         neg = np.zeros(size, np.float32)

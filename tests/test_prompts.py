@@ -67,12 +67,27 @@ def test_negatives_outside_the_crop_are_ignored():
     assert prompts[0, 1].max() == 0.0 and prompts[1, 1].max() == 0.0
 
 
-def test_no_confident_keypoint_falls_back_to_empty_prompt():
+def test_no_own_keypoint_keeps_the_negative_channel():
+    """Upstream builds the negative mask whatever the target's keypoints: heavy occlusion is KPR's case."""
     k = _person(100, 50, conf=0.2)
     other = _person(110, 60)
-    p = frame_prompts(np.stack([k, other]), np.array([[90, 40, 190, 260], [100, 50, 200, 270]]), SIZE)
-    np.testing.assert_array_equal(p[0], empty_prompt(SIZE, "cck8"))  # the other's joints do not leak in
+    boxes = np.array([[90, 40, 190, 260], [100, 50, 200, 270]], np.float32)
+    p = frame_prompts(np.stack([k, other]), boxes, SIZE)
+    assert p[0, 2:].max() == 0.0  # no own joint above the threshold: every positive channel empty
+    inside = to_crop_coordinates(other, boxes[0], SIZE)
+    for x, y, _ in inside[inside[:, 2] > 0.3]:
+        assert p[0, 1, int(y), int(x)] == pytest.approx(1.0)  # the other person is the negative prompt
+    np.testing.assert_allclose(p[0, 0], np.clip(1 - p[0, 1], 0, 1), atol=1e-6)  # background = 1 - negative
     assert p[1, 1].max() == 0.0  # low-confidence joints are no negatives either
+
+
+def test_nobody_confident_is_the_empty_prompt():
+    p = frame_prompts(np.stack([_person(100, 50, conf=0.2), _person(110, 60, conf=0.1)]),
+                      np.array([[90, 40, 190, 260], [100, 50, 200, 270]]), SIZE)
+    for prompt in p:
+        np.testing.assert_array_equal(prompt, empty_prompt(SIZE, "cck8"))
+    np.testing.assert_array_equal(build_prompt(None, None, SIZE, "cck6", negative=False),
+                                  empty_prompt(SIZE, "cck6", negative=False))
 
 
 def test_cck6_and_no_negative_channel_count():
