@@ -175,3 +175,38 @@ def test_registry_entries_offline_message(monkeypatch):
         assert spec.meta["layout"] in name
     with pytest.raises(InputError, match="fetch https://download.openmmlab.com"):
         HRNetPose(weights="hrnet_w32_coco_256x192", download=False)
+
+
+def _mmpose0(state):
+    return {("keypoint_head." if k.startswith("final_layer") else "backbone.") + k: v
+            for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def test_mmpose0_posetrack_file_is_read_as_posetrack_from_its_config(tmp_path, w32_state):
+    """A PoseTrack-trained mmpose 0.x file under any name: its stored config names the data set and size."""
+    config = ("dataset_type = 'TopDownPoseTrack18Dataset'\n"
+              "data_cfg = dict(image_size=[288, 384], heatmap_size=[72, 96], num_output_channels=17)\n"
+              "load_from = 'https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w32_coco_384x288.pth'\n")
+    meta = {"config": config, "epoch": 20, "hook_msgs": {"best_score": np.float64(0.77)}}
+    path = _save(tmp_path, "my_model.pth", {"meta": meta, "state_dict": _mmpose0(w32_state)})
+    est = HRNetPose(weights=str(path), flip_test=False)
+    assert est.layout == "posetrack" and est.input_size == (384, 288) and est.report.format == "mmpose0"
+
+
+def test_mmpose0_file_that_says_nothing_is_refused_naming_the_option(tmp_path, w32_state):
+    path = _save(tmp_path, "renamed.pth", {"meta": {"epoch": 20}, "state_dict": _mmpose0(w32_state)})
+    with pytest.raises(InputError, match="set pose.layout=posetrack .* or pose.layout=coco"):
+        HRNetPose(weights=str(path))
+    assert HRNetPose(weights=str(path), layout="posetrack", flip_test=False).layout == "posetrack"
+
+
+def test_official_file_names_give_layout_and_input_size(tmp_path, w32_state, caplog):
+    named = _save(tmp_path, "hrnet_w32_posetrack18_384x288-806f00a3_20211130.pth",
+                  {"meta": {"epoch": 20}, "state_dict": _mmpose0(w32_state)})
+    est = HRNetPose(weights=str(named), flip_test=False)
+    assert est.layout == "posetrack" and est.input_size == (384, 288)
+    bare = _save(tmp_path, "hrnet.pth", dict(w32_state))  # original-release keys, no size anywhere
+    with caplog.at_level("WARNING"):
+        est = HRNetPose(weights=str(bare), flip_test=False)
+    assert est.input_size == (256, 192) and est.layout == "coco"
+    assert "pose.input_size=[384,288]" in caplog.text

@@ -8,8 +8,8 @@ import numpy as np
 from kprtrack.errors import InputError
 from kprtrack.pose.heatmaps import decode_heatmaps, flip_back
 from kprtrack.pose.hrnet_checkpoint import (
-    HRNET_WEIGHTS, adapt_keys, infer_arch, layout_from_meta, load_into,
-    read_checkpoint)
+    HRNET_WEIGHTS, adapt_keys, hints_from_file_name, infer_arch, input_size_from_meta, layout_from_meta,
+    load_into, read_checkpoint)
 from kprtrack.pose.layouts import check_layout, flip_index
 from kprtrack.pose.topdown import TopDownEstimator
 
@@ -33,8 +33,11 @@ def pick_device(device: str) -> str:
 class HRNetPose(TopDownEstimator):
     """Top-down HRNet. ``weights``: registry name, path or URL; ``None`` = random init (tests).
 
-    ``arch``, ``input_size`` (h, w) and ``layout`` default to the registry entry / checkpoint;
-    a local file without metadata defaults to the COCO layout at 256x192.
+    ``arch``, ``input_size`` (h, w) and ``layout`` default to what the checkpoint says (mmpose
+    meta: data set, config text), then the registry entry, then an official file name
+    (``..._posetrack18_384x288-...pth``). A file that says nothing: input 256x192 with a warning;
+    its layout is COCO for the original HRNet release (which has no PoseTrack model) and an error
+    naming ``pose.layout`` for mmpose files (a PoseTrack model read as COCO would swap joints).
     """
 
     def __init__(self, weights: str | None = "hrnet_w32_posetrack18_256x192", arch: str | None = None,
@@ -63,12 +66,24 @@ class HRNetPose(TopDownEstimator):
             raise InputError(f"pose.arch={arch} but the checkpoint is HRNet-{found_arch.upper()}",
                              str(weights))
         self.arch = arch or found_arch or meta.get("arch") or "w32"
-        self.input_size = tuple(int(v) for v in (input_size or meta.get("input_size") or (256, 192)))
+        name_layout, name_size = hints_from_file_name(self.weights_path) if self.weights_path else (None, None)
+        found_size = input_size_from_meta(ckpt_meta) or meta.get("input_size") or name_size
+        if input_size is None and found_size is None and state is not None:
+            log.warning("HRNet checkpoint %s does not say its input size: using 256x192 "
+                        "(set pose.input_size=[384,288] for a 384x288 model)", weights)
+        self.input_size = tuple(int(v) for v in (input_size or found_size or (256, 192)))
         # four stride-2 steps below the stem's /4: sides must split evenly into 1/32 branches
         if len(self.input_size) != 2 or any(v < 32 or v % 32 for v in self.input_size):
             raise InputError(f"pose.input_size must be [height, width], multiples of 32, got "
                              f"{list(self.input_size)}")
-        self.layout = self._pick_layout(layout, meta.get("layout"), layout_from_meta(ckpt_meta))
+        found_layout = layout_from_meta(ckpt_meta) or meta.get("layout") or name_layout
+        if found_layout is None and fmt == "original":
+            found_layout = "coco"  # the HRNet authors released COCO (17) and MPII (16) models only
+        if layout is None and found_layout is None and state is not None:
+            raise InputError("cannot tell whether this HRNet checkpoint predicts COCO or PoseTrack joints "
+                             "(its meta names no data set): set pose.layout=posetrack for a "
+                             "PoseTrack18-trained model or pose.layout=coco", str(weights))
+        self.layout = self._pick_layout(layout, found_layout)
         self.flip_test, self.shift_heatmap = bool(flip_test), bool(shift_heatmap)
         self.decode, self.padding = decode, float(padding)
         decode_heatmaps(np.zeros((1, 1, 3, 3), np.float32), decode)  # reject a bad name now
@@ -88,8 +103,7 @@ class HRNetPose(TopDownEstimator):
         self._torch = torch
 
     @staticmethod
-    def _pick_layout(asked: str | None, registry: str | None, checkpoint: str | None) -> str:
-        known = checkpoint or registry
+    def _pick_layout(asked: str | None, known: str | None) -> str:
         if asked is not None and known is not None and asked != known:
             log.warning("pose.layout=%s overrides the checkpoint's %s layout", asked, known)
         return check_layout(asked or known or "coco")

@@ -9,6 +9,7 @@ Formats (detected from the keys, reported in ``LoadReport``):
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,7 +128,12 @@ def adapt_keys(state: dict) -> tuple[dict, str]:
 
 
 def layout_from_meta(meta: dict) -> str | None:
-    """mmpose 1.x stores the data set's keypoint names; PoseTrack's joint 1 is head_bottom."""
+    """coco / posetrack from what the checkpoint says about its training data, else None.
+
+    mmpose 1.x stores the data set's keypoint names (PoseTrack's joint 1 is head_bottom); both
+    mmpose generations store the training config as text (``meta['cfg']`` 1.x, ``meta['config']``
+    0.x), which names the data set (a PoseTrack config also names COCO, its pre-training).
+    """
     dataset = meta.get("dataset_meta") or {}
     names = dataset.get("keypoint_id2name")
     if isinstance(names, dict) and 1 in names:
@@ -135,7 +141,33 @@ def layout_from_meta(meta: dict) -> str | None:
     name = str(dataset.get("dataset_name", "")).lower()
     if "posetrack" in name:
         return "posetrack"
-    return "coco" if name.startswith("coco") else None
+    if name.startswith("coco"):
+        return "coco"
+    return _layout_in_text(_config_text(meta))
+
+
+def input_size_from_meta(meta: dict) -> tuple[int, int] | None:
+    """(height, width) from the stored config: mmpose 1.x codec ``input_size=(w, h)``, 0.x ``image_size=[w, h]``."""
+    found = re.search(r"(?:input_size|image_size)\s*=\s*[\(\[]\s*(\d+)\s*,\s*(\d+)", _config_text(meta))
+    return (int(found.group(2)), int(found.group(1))) if found else None
+
+
+def hints_from_file_name(path: str | Path) -> tuple[str | None, tuple[int, int] | None]:
+    """(layout, (height, width)) from an OpenMMLab / HRNet release file name, e.g.
+    ``hrnet_w32_posetrack18_384x288-806f00a3_20211130.pth`` or ``pose_hrnet_w32_256x192.pth``."""
+    name = Path(path).name.lower()
+    size = re.search(r"(\d{3})x(\d{3})", name)
+    return _layout_in_text(name), ((int(size.group(1)), int(size.group(2))) if size else None)
+
+
+def _config_text(meta: dict) -> str:
+    text = meta.get("cfg") or meta.get("config") or ""
+    return text if isinstance(text, str) else ""
+
+
+def _layout_in_text(text: str) -> str | None:
+    text = text.lower()
+    return "posetrack" if "posetrack" in text else "coco" if "coco" in text else None
 
 
 def infer_arch(state: dict) -> str | None:
