@@ -125,11 +125,3 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert cli_main(["eval", "format=mot", f"gt={tmp_path / 'nope'}", f"pred={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ground-truth folder not found" in err
-
-
-def test_short_tracklet_filter_is_configurable(tmp_path):
-    data = shared_file("data/mot/tud/data")
-    plain = evaluate_mot(data, data, None, {"progress": False})["box"]["combined"]
-    filtered = evaluate_mot(data, data, None, {"progress": False, "filters": {"enabled": True,
-                                                                             "min_tracklet_length": 50}})
-    assert filtered["box"]["combined"]["Dets"] < plain["Dets"]

@@ -15,7 +15,6 @@ from kprtrack.eval.geometry import box_region_overlaps, points_in_polygons
 from tests.conftest import shared_file
 
 QUIET = {"progress": False}
-NO_FILTERS = {"progress": False, "filters": {"enabled": False}}
 
 
 def _real_gt_dir() -> Path:
@@ -23,9 +22,8 @@ def _real_gt_dir() -> Path:
 
 
 def test_ground_truth_against_itself_scores_100(tmp_path):
-    # The real files have one labeled frame each, so tracklet filtering (>= 3 frames) is switched off.
     gt = _real_gt_dir()
-    result = evaluate_posetrack(gt, gt, tmp_path, NO_FILTERS)
+    result = evaluate_posetrack(gt, gt, tmp_path, {**QUIET, "protocol": "corrected"})
     assert len(result["sequences"]) == 3
     for section in ("box", "keypoints"):
         combined = result[section]["combined"]
@@ -35,6 +33,25 @@ def test_ground_truth_against_itself_scores_100(tmp_path):
             assert result[section]["per_sequence"][seq]["HOTA"] == pytest.approx(1.0)
     # ears never count; 15 joint types reported
     assert len(result["keypoints"]["per_joint"]) == 15 and "left_ear" not in result["keypoints"]["per_joint"]
+
+
+def test_kit_protocol_scores_unannotated_joint_types_zero(tmp_path):
+    """The kit's sequence Total is the mean over all 15 joint types: GT against itself scores the
+    fraction of joint types annotated in the sequence (003418 annotates 10 of 15)."""
+    gt = _real_gt_dir()
+    pred = tmp_path / "pred"
+    for path in gt.glob("*.json"):
+        data = json.loads(path.read_text())
+        for ann in data["annotations"]:
+            ann["scores"] = [1.0] * 17  # the kit crashes on the GT's empty "scores"
+        _write(pred, path.stem, data)
+    result = evaluate_posetrack(gt, pred, None, QUIET)
+    joints = result["keypoints"]["per_sequence_joint"]["003418_mpii_test"]
+    annotated = {name for name, row in joints.items() if row["HOTA_TP"] > 0}
+    assert len(annotated) == 10 and "left_knee" not in annotated
+    assert all(joints[name]["HOTA"] == (1.0 if name in annotated else 0.0) for name in joints)
+    assert result["keypoints"]["per_sequence"]["003418_mpii_test"]["HOTA"] == pytest.approx(10 / 15)
+    assert result["keypoints"]["per_sequence"]["012834_mpii_test"]["HOTA"] == pytest.approx(1.0)
 
 
 def _sequence_from_real(frames: int = 6) -> dict:
@@ -86,10 +103,11 @@ def test_swapped_ids_on_half_the_frames_lower_assa_keep_deta(tmp_path):
         assert after["DetA"] == pytest.approx(before["DetA"])
         assert after["AssA"] < before["AssA"] - 0.05, section
     assert swapped["box"]["combined"]["IDSW"] == 4
-    assert same["filters"]["total"]["detections_out"] == 66
+    assert same["protocol"] == "kit"
 
 
-def test_keypoint_similarity_uses_half_head_size(tmp_path):
+@pytest.mark.parametrize("protocol, reach", [("kit", 0.5001), ("corrected", 0.5)])
+def test_keypoint_similarity_uses_half_head_size(tmp_path, protocol, reach):
     gt = _sequence_from_real(frames=3)
     pred = _as_prediction(gt)
     for ann in pred["annotations"]:
@@ -97,13 +115,15 @@ def test_keypoint_similarity_uses_half_head_size(tmp_path):
         kp = np.asarray(ann["keypoints"], float).reshape(17, 3)
         kp[kp[:, 2] > 0, 1] += 0.25 * head  # a quarter head size down: similarity 1 - 0.25/0.5 = 0.5
         ann["keypoints"] = kp.reshape(-1).tolist()
-    result = evaluate_posetrack(_write(tmp_path / "gt", "s", gt), _write(tmp_path / "pr", "s", pred), None, QUIET)
+    result = evaluate_posetrack(_write(tmp_path / "gt", "s", gt), _write(tmp_path / "pr", "s", pred), None,
+                                {**QUIET, "protocol": protocol})
     curves = result["keypoints"]["alpha"]["combined"]
     det = np.asarray(curves["DetA"])
     alphas = np.asarray(result["alphas"])
     # (alpha 0.5 itself sits on the rounding edge of 1 - 0.25 / 0.5)
     assert det[alphas < 0.49].min() > 0.9 and det[alphas > 0.51].max() == 0
-    assert result["keypoints"]["per_joint"]["nose"]["LocA(0)"] == pytest.approx(0.5, abs=1e-6)
+    assert result["keypoints"]["per_joint"]["nose"]["LocA(0)"] == pytest.approx(1 - 0.25 / reach, abs=1e-6)
+    assert result["protocol"] == protocol
 
 
 def test_detection_in_ignore_region_is_not_a_false_positive(tmp_path):
@@ -136,19 +156,26 @@ def test_unlabeled_frames_do_not_count(tmp_path):
     assert result["keypoints"]["combined"]["HOTA"] == pytest.approx(1.0)
 
 
-def test_filters_drop_weak_detections_and_short_tracklets(tmp_path):
+def test_eval_refuses_filters_it_no_longer_applies(tmp_path):
+    gt = _real_gt_dir()
+    with pytest.raises(InputError, match="output.filters"):
+        evaluate_posetrack(gt, gt, None, {"progress": False, "filters": {"enabled": True}})
+
+
+def test_compare_protocols_reports_both_and_the_difference(tmp_path):
     gt = _sequence_from_real(frames=4)
     pred = _as_prediction(gt)
-    for ann in pred["annotations"]:
-        if ann["track_id"] == 2:
-            ann["scores"] = [0.2] * 17  # never above 0.3: dropped (fewer than 3 visible keypoints)
-        if ann["track_id"] == 4 and ann["image_id"] != gt["images"][0]["id"]:
-            ann["track_id"] = 40 + gt["images"].index(next(i for i in gt["images"] if i["id"] == ann["image_id"]))
-    result = evaluate_posetrack(_write(tmp_path / "gt", "s", gt), _write(tmp_path / "pr", "s", pred), None, QUIET)
-    stats = result["filters"]["total"]
-    assert stats["dropped_few_keypoints"] == 4
-    assert stats["dropped_short_tracklets"] == 4  # track 4 (1 frame) and 40..42 (1 frame each)
-    assert result["box"]["combined"]["CLR_FN"] == 8
+    for ann in pred["annotations"]:  # scores of 0 on half the joints: only the corrected protocol drops them
+        ann["scores"] = [0.0 if k % 2 else 0.9 for k in range(17)]
+    result = evaluate_posetrack(_write(tmp_path / "gt", "s", gt), _write(tmp_path / "pr", "s", pred),
+                                tmp_path / "out", {**QUIET, "compare_protocols": True})
+    kit, corrected = result["keypoints"]["combined"]["HOTA"], result["other_protocol"]["keypoints"]["combined"]["HOTA"]
+    assert kit == pytest.approx(1.0) and corrected < 0.9
+    row = result["comparison"]["per_sequence"]["s"]["keypoints"]
+    corrected_s = result["other_protocol"]["keypoints"]["per_sequence"]["s"]["HOTA"]
+    assert row == {"kit": pytest.approx(1.0), "corrected": corrected_s, "difference": pytest.approx(1 - corrected_s)}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "protocol: kit" in report and "Protocols compared: kit vs corrected" in report
 
 
 def test_empty_predictions_give_zeros(tmp_path):
@@ -191,7 +218,7 @@ def test_missing_prediction_file(tmp_path):
     pred.mkdir()
     shutil.copy(gt / "003418_mpii_test.json", pred)
     with pytest.raises(InputError, match="missing prediction file.*009473_mpii_test.json"):
-        evaluate_posetrack(gt, pred, None, NO_FILTERS)
+        evaluate_posetrack(gt, pred, None, QUIET)
 
 
 def test_geometry_helpers():

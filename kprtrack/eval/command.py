@@ -10,7 +10,7 @@ from kprtrack.errors import InputError
 def summary_lines(result: dict) -> list[str]:
     box = result["box"]["combined"]
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
-    lines = [f"{len(result['sequences'])} sequence(s), {result['format']} format",
+    lines = [f"{len(result['sequences'])} sequence(s), {result['format']} format, protocol {result.get('protocol')}",
              "box:       HOTA {} DetA {} AssA {} MOTA {} IDF1 {} IDSW {}".format(
                  pct(box.get("HOTA")), pct(box.get("DetA")), pct(box.get("AssA")), pct(box.get("MOTA")),
                  pct(box.get("IDF1")), int(box.get("IDSW", 0)))]
@@ -18,6 +18,11 @@ def summary_lines(result: dict) -> list[str]:
         kp = result["keypoints"]["combined"]
         lines.append("keypoints: HOTA {} DetA {} AssA {} LocA {}".format(
             pct(kp.get("HOTA")), pct(kp.get("DetA")), pct(kp.get("AssA")), pct(kp.get("LocA"))))
+    if "comparison" in result:
+        other = result["other_protocol"]["protocol"]
+        kp = result["other_protocol"]["keypoints"]["combined"]
+        lines.append(f"keypoints ({other} protocol): HOTA {pct(kp.get('HOTA'))} DetA {pct(kp.get('DetA'))} "
+                     f"AssA {pct(kp.get('AssA'))}")
     return lines
 
 

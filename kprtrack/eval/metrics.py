@@ -74,6 +74,17 @@ def summarise(results: dict) -> dict:
     return {"scalars": flat, "alpha": curves}
 
 
+def section(per_seq_raw: dict, combined_raw: dict | None) -> dict:
+    """Raw trackeval results -> {per_sequence, combined, alpha} of plain floats, as in metrics.json."""
+    per_seq = {seq: summarise(res) for seq, res in per_seq_raw.items()}
+    combined = summarise(combined_raw or {})
+    return {
+        "per_sequence": {seq: s["scalars"] for seq, s in per_seq.items()},
+        "combined": combined["scalars"],
+        "alpha": {"combined": combined["alpha"], "per_sequence": {seq: s["alpha"] for seq, s in per_seq.items()}},
+    }
+
+
 def box_iou_xyxy(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """IoU matrix through trackeval's own box IoU (so box similarities match official values)."""
     from trackeval.datasets._base_dataset import _BaseDataset

@@ -139,14 +139,6 @@ def find_sequences(gt_dir: Path, pred_dir: Path, pred_name: str | None = None,
             for name, gt_file, length in gts]
 
 
-def drop_short_tracklets(table: MotTable, min_length: int) -> MotTable:
-    if min_length <= 1 or not len(table.rows):
-        return table
-    ids, inverse, counts = np.unique(table.rows[:, 1].astype(np.int64), return_inverse=True, return_counts=True)
-    keep = counts[inverse] >= min_length
-    return MotTable(table.path, table.rows[keep], table.lines[keep])
-
-
 def uses_mot17_classes(gt: MotTable) -> bool:
     """GT with a MOT16/17/20 class column gets the official distractor preprocessing."""
     if gt.rows.shape[1] < 8 or not len(gt.rows):
@@ -205,7 +197,7 @@ def raw_sequence(seq: MotSequence, gt: MotTable, pred: MotTable, length: int) ->
     return raw
 
 
-def load_sequence_data(seq: MotSequence, min_tracklet_length: int, preprocess: str = "auto") -> dict:
+def load_sequence_data(seq: MotSequence, preprocess: str = "auto") -> dict:
     """Validated, preprocessed trackeval data for one sequence."""
     from trackeval.utils import TrackEvalException
 
@@ -213,7 +205,6 @@ def load_sequence_data(seq: MotSequence, min_tracklet_length: int, preprocess: s
     pred = read_mot_txt(seq.pred_file, min_columns=6)
     check_unique_ids(gt)
     check_unique_ids(pred)
-    pred = drop_short_tracklets(pred, min_tracklet_length)
     length = seq.length or int(max(gt.frames.max(initial=0), pred.frames.max(initial=0)))
     for table in (gt, pred):
         beyond = table.frames > length

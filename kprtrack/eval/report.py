@@ -10,9 +10,27 @@ from kprtrack.io import write_json, write_text
 
 SUMMARY_FIELDS = ("HOTA", "DetA", "AssA", "LocA", "DetRe", "DetPr", "AssRe", "AssPr",
                   "MOTA", "MOTP", "IDF1", "IDP", "IDR", "IDSW", "CLR_FP", "CLR_FN", "Frag", "MT", "ML")
-KEYPOINT_FIELDS = ("HOTA", "DetA", "AssA", "LocA", "DetRe", "DetPr", "AssRe", "AssPr")
+KEYPOINT_FIELDS = ("HOTA", "DetA", "AssA", "LocA", "DetRe", "DetPr", "AssRe", "AssPr", "FragA", "RHOTA", "FA-HOTA")
+PROTOCOL_NOTES = {"kit": "the official PoseTrack21 kit's definition (published numbers)",
+                  "corrected": "kprtrack's corrected definition (not comparable with published numbers)",
+                  "trackeval": "official TrackEval (MOTChallenge)"}
 COUNT_FIELDS = {"IDSW", "CLR_FP", "CLR_FN", "Frag", "MT", "ML", "PT", "CLR_TP"}
 LABELS = {"CLR_FP": "FP", "CLR_FN": "FN"}
+
+
+def json_safe(value):
+    """numpy scalars to Python numbers, NaN/inf to null: metrics.json is strict JSON."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def fmt(field: str, value) -> str:
@@ -46,11 +64,14 @@ def _tables(result: dict, worst: int) -> list[tuple[str, str, str]]:
     out = []
     combined = result["box"]["combined"]
     fields = [f for f in SUMMARY_FIELDS if f in combined]
+    if "keypoints" in result:
+        fields += [f for f in KEYPOINT_FIELDS if f not in fields and f in result["keypoints"]["combined"]]
     rows = [["box (combined)"] + [fmt(f, combined.get(f)) for f in fields]]
     if "keypoints" in result:
         kc = result["keypoints"]["combined"]
         rows.append(["keypoints (combined)"] + [fmt(f, kc.get(f)) if f in KEYPOINT_FIELDS else "-" for f in fields])
-    out.append(("Combined", *_table(["", *[LABELS.get(f, f) for f in fields]], rows)))
+    protocol = result.get("protocol", "?")
+    out.append((f"Combined (protocol: {protocol})", *_table(["", *[LABELS.get(f, f) for f in fields]], rows)))
 
     seq_fields = ["HOTA", "DetA", "AssA", "MOTA", "IDF1", "IDSW"]
     header = ["sequence", *[f"box {f}" for f in seq_fields]]
@@ -69,11 +90,27 @@ def _tables(result: dict, worst: int) -> list[tuple[str, str, str]]:
         joints = result["keypoints"]["per_joint"]
         out.append(("Keypoint HOTA per joint (combined)", *_table(
             ["joint", *KEYPOINT_FIELDS], [[j, *[fmt(f, v.get(f)) for f in KEYPOINT_FIELDS]] for j, v in joints.items()])))
-    filters = result.get("filters", {})
-    if filters.get("total"):
-        t = filters["total"]
-        out.append(("Prediction filters", *_table(list(t), [[str(v) for v in t.values()]])))
+    if "comparison" in result:
+        out.append(_comparison_table(result["comparison"]))
     return out
+
+
+def _comparison_table(comparison: dict) -> tuple[str, str, str]:
+    a, b = comparison["protocols"]
+    header = ["sequence"] + [f"{part} HOTA {name}" for part in ("kp", "box") for name in (a, b, f"{a}-{b}")]
+
+    def row(name, parts):
+        cells = [name]
+        for part in ("keypoints", "box"):
+            values = parts.get(part, {})
+            cells += [fmt("HOTA", values.get(a)), fmt("HOTA", values.get(b))]
+            diff = values.get("difference")
+            cells.append("-" if diff is None else f"{100 * diff:+.4f}")
+        return cells
+
+    rows = [row("combined", comparison["combined"])]
+    rows += [row(seq, parts) for seq, parts in comparison["per_sequence"].items()]
+    return (f"Protocols compared: {a} vs {b}", *_table(header, rows))
 
 
 def _figures(result: dict) -> list[tuple[str, bytes]]:
@@ -134,23 +171,31 @@ def _figures(result: dict) -> list[tuple[str, bytes]]:
     return figures
 
 
+def _protocol_line(result: dict) -> str:
+    protocol = result.get("protocol", "?")
+    line = f"{protocol}, {PROTOCOL_NOTES.get(protocol, '')}".rstrip(", ")
+    if "other_protocol" in result:
+        line += f"; compared with {result['other_protocol']['protocol']} below"
+    return line
+
+
 def write_reports(result: dict, out_dir: Path, html_report: bool = True, worst: int = 5):
     """Write the three reports atomically; returns their paths."""
-    from kprtrack.eval.api import _json_safe
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [write_json(out_dir / "metrics.json", _json_safe(result), indent=1)]
+    paths = [write_json(out_dir / "metrics.json", json_safe(result), indent=1)]
     tables = _tables(result, worst)
     title = f"kprtrack evaluation ({result['format']})"
     md = [f"# {title}", "", f"- ground truth: `{result['gt']}`", f"- predictions: `{result['pred']}`",
-          f"- sequences: {len(result['sequences'])}", "- values in percent except counts", ""]
+          f"- sequences: {len(result['sequences'])}", f"- protocol: {_protocol_line(result)}",
+          "- values in percent except counts", ""]
     for name, table_md, _ in tables:
         md += [f"## {name}", "", table_md, ""]
     paths.append(write_text(out_dir / "report.md", "\n".join(md)))
     if html_report:
         body = [f"<h1>{html.escape(title)}</h1>",
                 f"<p>ground truth: <code>{html.escape(result['gt'])}</code><br>predictions: "
-                f"<code>{html.escape(result['pred'])}</code><br>values in percent except counts</p>"]
+                f"<code>{html.escape(result['pred'])}</code><br>protocol: {html.escape(_protocol_line(result))}"
+                "<br>values in percent except counts</p>"]
         for name, data in _figures(result):
             body.append(f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' "
                         f"src='data:image/png;base64,{base64.b64encode(data).decode()}'>")
