@@ -16,8 +16,7 @@ from kprtrack.errors import InputError
 from kprtrack.io import read_input_text
 from kprtrack.record import NUM_KEYPOINTS, Detections, Frame
 
-REQUIRED_IMAGE_KEYS = ("id", "file_name")
-REQUIRED_ANNOTATION_KEYS = ("image_id", "bbox", "keypoints")
+REQUIRED_ANNOTATION_KEYS = ("image_id", "keypoints")
 
 
 @dataclass
@@ -33,8 +32,9 @@ class PoseTrackSequence:
         return len({a.get("track_id") for anns in self.annotations.values() for a in anns})
 
 
-def load_sequence_json(path: str | Path) -> PoseTrackSequence:
-    """Read and validate one sequence file; any problem is an InputError naming the file."""
+def load_sequence_json(path: str | Path, need_files: bool = True) -> PoseTrackSequence:
+    """Read and validate one sequence file; any problem is an InputError naming the file.
+    ``need_files=False`` (evaluation) accepts images without ``file_name``, as the PoseTrack21 kit does."""
     path = Path(path)
     text = read_input_text(path, "annotation file")
     try:
@@ -45,8 +45,9 @@ def load_sequence_json(path: str | Path) -> PoseTrackSequence:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise InputError("not a PoseTrack file: expected an object with an 'images' list", path)
     images = data["images"]
+    required = ("id", "file_name") if need_files else ("id",)
     for i, image in enumerate(images):
-        missing = [k for k in REQUIRED_IMAGE_KEYS if not isinstance(image, dict) or k not in image]
+        missing = [k for k in required if not isinstance(image, dict) or k not in image]
         if missing:
             raise InputError(f"images[{i}] lacks {', '.join(missing)}", path)
     known = {image["id"] for image in images}
@@ -63,7 +64,7 @@ def load_sequence_json(path: str | Path) -> PoseTrackSequence:
         if len(ann["keypoints"] or []) not in (0, 3 * NUM_KEYPOINTS):
             raise InputError(f"annotations[{i}] has {len(ann['keypoints'])} keypoint values, "
                              f"expected {3 * NUM_KEYPOINTS}", path)
-        if ann["bbox"] is not None and len(ann["bbox"]) != 4:
+        if ann.get("bbox") is not None and len(ann["bbox"]) != 4:
             raise InputError(f"annotations[{i}] bbox must have 4 numbers", path)
         annotations[ann["image_id"]].append(ann)
     return PoseTrackSequence(name=path.stem, path=path, images=images, annotations=annotations,

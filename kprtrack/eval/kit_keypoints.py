@@ -106,9 +106,15 @@ def _similarity(frame: KitFrame) -> np.ndarray:
 
 
 def _relabel(ids_per_frame: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """Ids to 0..n-1 through the kit's lookup table ``table[unique] = arange(n)``: with a negative id
+    numpy's wrap-around makes it share a label with a large id, as in the kit."""
     ids = [np.asarray(i, np.int64).reshape(-1) for i in ids_per_frame]
     unique = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
-    return [np.searchsorted(unique, i) for i in ids], len(unique)
+    if not len(unique) or unique[0] >= 0 or unique[-1] + 1 < -unique[0]:
+        return [np.searchsorted(unique, i) for i in ids], len(unique)
+    table = np.zeros(unique[-1] + 1, np.int64)
+    table[unique] = np.arange(len(unique))
+    return [table[i] for i in ids], len(unique)
 
 
 def _empty_result() -> dict:

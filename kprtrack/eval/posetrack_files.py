@@ -80,7 +80,7 @@ def _people(seq: PoseTrackSequence, image_id, is_gt: bool) -> People:
 
 
 def load_ground_truth(path: Path) -> tuple[PoseTrackSequence, list[FrameTruth]]:
-    seq = load_sequence_json(path)
+    seq = load_sequence_json(path, need_files=False)
     frames = [FrameTruth(image["id"], bool(image.get("is_labeled", True)), polygons(image),
                          _people(seq, image["id"], is_gt=True)) for image in seq.images]
     return seq, frames
@@ -90,7 +90,7 @@ def load_predictions(path: Path, gt_seq: PoseTrackSequence) -> list[People]:
     """Predicted people per GT image (in GT order); the file must list exactly the GT's image ids."""
     if not path.is_file():
         raise InputError(f"no prediction file for sequence {gt_seq.name} (one <seq>.json per GT sequence)", path)
-    seq = load_sequence_json(path)
+    seq = load_sequence_json(path, need_files=False)
     gt_ids = [image["id"] for image in gt_seq.images]
     pred_ids = [image["id"] for image in seq.images]
     if set(gt_ids) != set(pred_ids) or len(pred_ids) != len(set(pred_ids)):

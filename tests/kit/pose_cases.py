@@ -189,6 +189,26 @@ def _threshold_distances(gt, pred, rng):
         _set_keypoints(ann, kp)
 
 
+def _negative_id(gt, pred, rng):
+    """Track 3 predicted as id -1 in frames 0-3 (track 10 absent there): the kit's id table wraps -1
+    onto the largest id, so both count as one predicted identity."""
+    frame = _frame_of(pred)
+    early = [a for a in pred["annotations"] if frame[a["image_id"]] <= 3]
+    pred["annotations"] = [a for a in pred["annotations"] if not (a in early and a["track_id"] == 10)]
+    for ann in early:
+        if ann["track_id"] == 3:
+            ann["track_id"] = -1
+    _noise(2.0)(gt, pred, rng)
+
+
+def _minimal_prediction_fields(gt, pred, rng):
+    """Only what the kit reads: image ids; image_id, track_id, keypoints and scores per person."""
+    pred["images"] = [{"id": im["id"]} for im in pred["images"]]
+    pred["annotations"] = [{k: a[k] for k in ("image_id", "track_id", "keypoints", "scores")}
+                           for a in pred["annotations"]]
+    _noise(3.0)(gt, pred, rng)
+
+
 PERTURBATIONS: dict[str, Callable] = {
     "copy": lambda gt, pred, rng: None,
     "noise_2px": _noise(2.0),
@@ -208,6 +228,8 @@ PERTURBATIONS: dict[str, Callable] = {
     "no_ground_truth_keypoints": _no_ground_truth_keypoints,
     "no_labeled_frames": _no_labeled_frames,
     "threshold_distances": _threshold_distances,
+    "negative_id": _negative_id,
+    "minimal_prediction_fields": _minimal_prediction_fields,
 }
 
 
