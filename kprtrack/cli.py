@@ -16,29 +16,106 @@ COMMANDS = {
     "reid-dataset": ("kprtrack.reid.dataset:main", "build the Occluded PoseTrack-ReID data set"),
     "reid-eval": ("kprtrack.reid.evaluate:main", "rank-1/mAP with and without prompts"),
 }
+# Where `<command> --help` finds the options: a config name (configs/<name>.yaml), or a
+# module:function returning the command's {key: default}.
+COMMAND_OPTIONS = {
+    "run": "run", "eval": "eval", "demo": "kprtrack.data.demo:_defaults", "export": "export",
+    "reid-dataset": "reid_dataset", "reid-eval": "reid_eval",
+}
+HELP_FLAGS = ("-h", "--help")
 
 
 def usage() -> str:
     lines = ["usage: python -m kprtrack <command> [key=value ...]", "", "commands:"]
     lines += [f"  {name:<13} {summary}" for name, (_, summary) in COMMANDS.items()]
     lines += ["", "Hydra overrides follow the command, e.g. `run dataset=video dataset.path=clip.mp4`.",
-              "`--cfg` after the command prints the composed configuration and exits."]
+              "`--cfg` after the command prints the composed configuration and exits;",
+              "`python -m kprtrack <command> --help` lists its config groups and options."]
+    return "\n".join(lines)
+
+
+def _load(spec: str):
+    module_name, function_name = spec.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def _config_body(text: str, skip_first: bool = False) -> list[str]:
+    """A config file's lines without its defaults list and package line, comments kept."""
+    body, in_defaults = [], False
+    for line in text.splitlines()[1 if skip_first else 0:]:
+        if line.startswith("defaults:"):
+            in_defaults = True
+            continue
+        if in_defaults and (line.startswith((" ", "-")) or not line.strip()):
+            continue
+        in_defaults = False
+        if not line.startswith("# @package"):
+            body.append(line)
+    while body and not body[0].strip():
+        body.pop(0)
+    return body
+
+
+def _indented(lines: list[str]) -> list[str]:
+    return [f"  {line}" if line.strip() else "" for line in lines]
+
+
+def command_usage(command: str) -> str:
+    """``<command> --help``: usage, config groups with their options, and the top-level options
+    with their defaults and comments (the command's own configs/<name>.yaml)."""
+    from kprtrack.config import config_dir, config_groups, config_text, packaged_configs
+
+    summary, options = COMMANDS[command][1], COMMAND_OPTIONS[command]
+    if ":" in options:  # no config file: the command's own key=value parser
+        defaults = {"root": None, **_load(options)(), "force": False}
+        return "\n".join([f"usage: python -m kprtrack {command} [key=value ...]", "", summary, "",
+                           "options (key=default):", *(f"  {k}={v}" for k, v in defaults.items())])
+    text = config_text(options)
+    first = text.splitlines()[0] if text else ""
+    has_usage = first.startswith("# python -m kprtrack")  # the config's first line shows how to call it
+    usage_line = first.lstrip("# ") if has_usage else f"python -m kprtrack {command} [key=value ...]"
+    lines = [f"usage: {usage_line}", "", summary]
+    groups = config_groups(options)
+    if groups:
+        lines += ["", f"config groups (group=option; * = default; files in {config_dir()}/<group>/):"]
+        for group, default, choices in groups:
+            lines.append(f"  {group:<10} " + ", ".join(f"{o}*" if o == default else o for o in choices))
+            for option, overrides in choices.items():
+                if overrides:
+                    picks = " ".join(f"{g}={o}" for g, o in overrides.items())
+                    lines.append(f"  {'':<10}   {group}={option} also picks {picks} (the command line wins)")
+    lines += ["", f"options ({config_dir() / options}.yaml; set with key=value):"]
+    lines += _indented(_config_body(text, skip_first=has_usage))
+    for group, default, _ in groups:
+        path = config_dir() / group / f"{default}.yaml"
+        group_text = path.read_text(encoding="utf-8")
+        keys = "" if group_text.startswith("# @package _global_") else f"; keys are {group}.<key>"
+        lines += ["", f"{group}={default} ({path}{keys}):", *_indented(_config_body(group_text))]
+    for name, key in packaged_configs(options):
+        other = [c for c, config in COMMAND_OPTIONS.items() if config == name]
+        lines += ["", f"{key}.<key>: the settings of {config_dir() / name}.yaml"
+                  + (f" (see `python -m kprtrack {other[0]} --help`)" if other else "")]
+    lines += ["", f"`python -m kprtrack {command} [overrides] --cfg` prints the whole composed configuration"
+                  + (" (every group's keys)." if groups else ".")]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help", "help"):
+    if argv and argv[0] == "help" and len(argv) > 1 and argv[1] in COMMANDS:
+        argv = [argv[1], "--help"]  # `help <command>` = `<command> --help`
+    if argv and argv[0] in (*HELP_FLAGS, "help"):
         print(usage())
         return 0
     command = "run" if not argv or "=" in argv[0] else argv.pop(0)
     if command not in COMMANDS:
         print(f"kprtrack: unknown command '{command}'\n\n{usage()}", file=sys.stderr)
         return 2
-    module_name, function_name = COMMANDS[command][0].split(":")
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
-        return int(function(argv) or 0)
+        if any(arg in HELP_FLAGS for arg in argv):
+            print(command_usage(command))
+            return 0
+        return int(_load(COMMANDS[command][0])(argv) or 0)
     except InputError as err:
         print(f"kprtrack {command}: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -12,6 +12,45 @@ def config_dir() -> Path:
     return Path(str(resources.files("kprtrack.configs")))
 
 
+def config_text(config_name: str) -> str:
+    return (config_dir() / f"{config_name}.yaml").read_text(encoding="utf-8")
+
+
+def _defaults_list(path: Path) -> list:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    return list(node.get("defaults") or []) if isinstance(node, dict) else []
+
+
+def config_groups(config_name: str) -> list[tuple[str, str | None, dict[str, dict[str, str]]]]:
+    """The config groups in ``configs/<config_name>.yaml``'s defaults list: (group, default option,
+    {option: the other groups' defaults that option overrides}), options from ``configs/<group>/``."""
+    groups = []
+    for entry in _defaults_list(config_dir() / f"{config_name}.yaml"):
+        if not isinstance(entry, dict):  # _self_, or a plain config such as eval@eval
+            continue
+        [(group, default)] = entry.items()
+        folder = config_dir() / group
+        options = {}
+        for path in sorted(folder.glob("*.yaml")):
+            overrides = {}
+            for sub in _defaults_list(path):
+                if isinstance(sub, dict):
+                    [(key, value)] = sub.items()
+                    if key.startswith("override /"):
+                        overrides[key.removeprefix("override /")] = value
+            options[path.stem] = overrides
+        groups.append((group, default, options))
+    return groups
+
+
+def packaged_configs(config_name: str) -> list[tuple[str, str]]:
+    """Plain configs placed under a key by ``configs/<config_name>.yaml`` (``- eval@eval``): (config, key)."""
+    entries = _defaults_list(config_dir() / f"{config_name}.yaml")
+    return [tuple(e.split("@", 1)) for e in entries if isinstance(e, str) and "@" in e]
+
+
 def compose(config_name: str, overrides: Sequence[str] = ()):
     """Compose ``configs/<config_name>.yaml`` with command-line style ``key=value`` overrides."""
     from hydra import compose as hydra_compose, initialize_config_dir

@@ -13,7 +13,9 @@ from kprtrack.cache import StageCache, stage_key
 from kprtrack.config import compose_command, instantiate
 from kprtrack.errors import InputError
 from kprtrack.io import write_json, write_text
+from kprtrack.output_filters import FilterConfig, SequenceFilter, describe, summarise
 from kprtrack.record import Detections, Frame
+from kprtrack.writers import POSETRACK_SUBDIR, PoseTrackWriter
 
 # Keys of a stage's config that describe it rather than being constructor arguments.
 DESCRIPTIVE_KEYS = ("name",)
@@ -26,6 +28,10 @@ class Stages:
     reid: object
     tracker: object
     writers: list = field(default_factory=list)
+    # output.filters: the writers that declare ``filtered = True`` (track files) get a sequence's
+    # tracks through it when the sequence ends; the others (the rendered video) see every frame's
+    # tracks as they come, unfiltered.
+    output_filter: SequenceFilter = field(default_factory=SequenceFilter)
 
 
 def build_stage(node, **kwargs):
@@ -91,7 +97,12 @@ def build_stages(cfg, run_dir: Path) -> Stages:
         **models,
         tracker=build_stage(cfg.tracker),
         writers=[build_stage(node, dir=str(run_dir)) for node in cfg.output.writers.values()],
+        output_filter=SequenceFilter(filter_config(cfg)),
     )
+
+
+def filter_config(cfg) -> FilterConfig:
+    return FilterConfig.from_node(cfg.output.get("filters"))
 
 
 class SequenceCache:
@@ -138,14 +149,30 @@ def model_outputs(batch: list[Frame], stages: Stages, seq_cache: SequenceCache) 
     return outputs
 
 
-def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> list[Path]:
-    """Run every stage over one sequence and write it. On bad input mid-way (a damaged video),
-    the frames tracked so far are still written before the error goes up."""
+def _writes_filtered(writer) -> bool:
+    return bool(getattr(writer, "filtered", False))
+
+
+def _end_sequence(stages: Stages) -> tuple[list[Path], dict]:
+    """Filter the sequence's tracks, hand them to the track-file writers, and close every writer."""
+    tracks, stats = stages.output_filter.finish()
+    for writer in filter(_writes_filtered, stages.writers):
+        for frame, people in tracks:
+            writer.write(frame, people)
+    return [path for writer in stages.writers for path in writer.end_sequence()], stats
+
+
+def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> tuple[list[Path], dict]:
+    """Run every stage over one sequence and write it; returns the files written and the output
+    filters' counts. On bad input mid-way (a damaged video), the frames tracked so far are still
+    written before the error goes up."""
     from tqdm import tqdm
 
     seq_cache = SequenceCache(cache, cfg, stages, source)
     needs_pixels = seq_cache.start < 3 or any(getattr(w, "needs_images", False) for w in stages.writers)
+    streaming = [w for w in stages.writers if not _writes_filtered(w)]
     stages.tracker.reset()
+    stages.output_filter.begin()
     for writer in stages.writers:
         writer.begin_sequence(source.name, source.meta)
     bar = tqdm(total=len(source) or None, desc=source.name, unit="frame", disable=not cfg.run.progress,
@@ -154,18 +181,18 @@ def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> list[Path]
         for batch in batched(source.frames(decode=needs_pixels), int(cfg.run.batch_size)):
             for frame, detections in zip(batch, model_outputs(batch, stages, seq_cache)):
                 detections = stages.tracker.update(detections)
-                for writer in stages.writers:
+                for writer in streaming:
                     writer.write(frame, detections)
                 frame.image = None  # the decoded frame is no longer needed: keep memory flat
+                stages.output_filter.add(frame, detections)
             bar.update(len(batch))
     except InputError:
-        for writer in stages.writers:
-            writer.end_sequence()
+        _end_sequence(stages)
         raise
     finally:
         bar.close()
     seq_cache.save()
-    return [path for writer in stages.writers for path in writer.end_sequence()]
+    return _end_sequence(stages)
 
 
 def evaluate(cfg, dataset, run_dir: Path, names: Sequence[str]) -> dict | None:
@@ -176,8 +203,20 @@ def evaluate(cfg, dataset, run_dir: Path, names: Sequence[str]) -> dict | None:
 
     from kprtrack.eval import evaluate_posetrack
 
+    pred_dir = posetrack_dir(cfg, run_dir)
+    if pred_dir is None:
+        print("no PoseTrack writer in output.writers: not evaluated", file=sys.stderr)
+        return None
     eval_cfg = OmegaConf.merge(cfg.eval, {"sequences": list(names), "progress": bool(cfg.run.progress)})
-    return evaluate_posetrack(dataset.gt_dir, run_dir / "posetrack21", run_dir / "eval", cfg=eval_cfg)
+    return evaluate_posetrack(dataset.gt_dir, pred_dir, run_dir / "eval", cfg=eval_cfg)
+
+
+def posetrack_dir(cfg, run_dir: Path) -> Path | None:
+    """Where the run's PoseTrack writer puts ``<seq>.json`` (``posetrack21/sequences`` by default)."""
+    for node in cfg.output.writers.values():
+        if node.get("_target_") == f"{PoseTrackWriter.__module__}.{PoseTrackWriter.__name__}":
+            return run_dir / node.get("subdir", POSETRACK_SUBDIR)
+    return None
 
 
 # Keys that change how a run is shown or resumed, not what it computes.
@@ -199,6 +238,8 @@ class RunState:
         self.config_hash = hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()
         self.path = run_dir / "state.json"
         self.finished: dict[str, list[str]] = {}
+        self.filter_cfg = filter_config(cfg)
+        self.filter_stats: dict[str, dict] = {}  # output filters' counts per finished sequence
         if resume and self.path.is_file():
             try:
                 state = json.loads(self.path.read_text())
@@ -209,10 +250,18 @@ class RunState:
                                  "resuming (use another output.dir, or the original settings)", self.path)
             self.finished = {name: files for name, files in state.get("finished", {}).items()
                              if all((run_dir / f).is_file() for f in files)}
+            per_sequence = state.get("output_filters", {}).get("per_sequence", {})
+            self.filter_stats = {name: per_sequence[name] for name in self.finished if name in per_sequence}
 
-    def done(self, name: str, files: list[Path], run_dir: Path) -> None:
+    def done(self, name: str, files: list[Path], run_dir: Path, filter_stats: dict) -> None:
         self.finished[name] = [str(Path(f).relative_to(run_dir)) for f in files]
-        write_json(self.path, {"config_hash": self.config_hash, "finished": self.finished}, indent=1)
+        self.filter_stats[name] = filter_stats
+        write_json(self.path, {"config_hash": self.config_hash, "finished": self.finished,
+                               "output_filters": self.filter_summary(self.finished)}, indent=1)
+
+    def filter_summary(self, names) -> dict:
+        """The output filters' settings and counts over ``names`` (sequences finished now or earlier)."""
+        return summarise(self.filter_cfg, {n: self.filter_stats[n] for n in names if n in self.filter_stats})
 
 
 def run(cfg, run_dir: Path) -> dict:
@@ -229,14 +278,15 @@ def run(cfg, run_dir: Path) -> dict:
         if source.name in state.finished:
             print(f"  {source.name}: finished earlier, kept", file=sys.stderr)
             continue
-        files = track_sequence(source, stages, cfg, cache)
-        state.done(source.name, files, run_dir)
+        files, filter_stats = track_sequence(source, stages, cfg, cache)
+        state.done(source.name, files, run_dir, filter_stats)
         written += files
         print(f"  {source.name}: {len(source)} frames", file=sys.stderr)
     if not names:
         raise InputError("the data set has no sequences", getattr(dataset, "path", None))
     metrics = evaluate(cfg, dataset, run_dir, names)
-    return {"sequences": names, "files": written, "metrics": metrics}
+    return {"sequences": names, "files": written, "metrics": metrics,
+            "output_filters": state.filter_summary(names)}
 
 
 def headline(metrics: dict) -> str:
@@ -259,6 +309,8 @@ def main(argv: list[str]) -> int:
     except InputError:
         print(f"run folder (finished sequences kept): {run_dir}", file=sys.stderr)
         raise
+    if result["output_filters"]["enabled"]:
+        print(describe(result["output_filters"]))
     if result["metrics"]:
         print(headline(result["metrics"]))
     print(f"{len(result['sequences'])} sequence(s) in {time.perf_counter() - started:.1f} s")

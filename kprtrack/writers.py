@@ -1,5 +1,8 @@
 """Track writers. Each sequence's file is written atomically when the sequence ends, so a killed
-run leaves finished sequences complete and no half-written file behind."""
+run leaves finished sequences complete and no half-written file behind.
+
+Writers with ``filtered = True`` write the tracks that pass ``output.filters``: the pipeline hands
+them a sequence's frames when it ends (see ``kprtrack.output_filters``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +11,10 @@ import numpy as np
 
 from kprtrack.io import atomic_open, write_json
 from kprtrack.record import POSETRACK_KEYPOINTS, POSETRACK_SKELETON, Detections, Frame
+
+# <run>/posetrack21/sequences/<seq>.json: the official PoseTrack21 kit takes a folder named
+# ``sequences`` as one tracker's predictions (--TRACKERS_FOLDER <run>/posetrack21/sequences).
+POSETRACK_SUBDIR = "posetrack21/sequences"
 
 POSETRACK_CATEGORIES = [{
     "supercategory": "person", "id": 1, "name": "person",
@@ -24,7 +31,9 @@ def _tracked(detections: Detections) -> Detections:
 class PoseTrackWriter:
     """PoseTrack21 prediction JSON, one ``<seq>.json`` per sequence, same image ids as the GT."""
 
-    def __init__(self, dir: str, subdir: str = "posetrack21"):
+    filtered = True
+
+    def __init__(self, dir: str, subdir: str = POSETRACK_SUBDIR):
         self.out_dir = Path(dir) / subdir
         self._name: str | None = None
 
@@ -71,6 +80,8 @@ class PoseTrackWriter:
 
 class MotWriter:
     """MOTChallenge txt, ``frame,id,l,t,w,h,conf,-1,-1,-1`` with 1-based frame numbers."""
+
+    filtered = True
 
     def __init__(self, dir: str, subdir: str = "mot"):
         self.out_dir = Path(dir) / subdir

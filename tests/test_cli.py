@@ -5,8 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-from kprtrack.cli import main
+from kprtrack.cli import COMMANDS, main
 
 
 def run_cli(*args, cwd=None, env=None):
@@ -23,6 +24,61 @@ def test_help_and_unknown_command(capsys):
     assert main(["--help"]) == 0
     assert "reid-dataset" in capsys.readouterr().out
     assert main(["frobnicate"]) == 2
+    assert main(["frobnicate", "--help"]) == 2
+
+
+# command -> (config groups with their options, top-level options) its --help must show
+COMMAND_HELP = {
+    "run": ({"dataset": ["demo*", "images", "posetrack21", "video"], "detector": ["groundtruth*", "yolox"],
+             "pose": ["hrnet", "movenet"], "reid": ["kpr", "part_colors*"], "tracker": ["kprtrack*"],
+             "output": ["default*"]},
+            ["batch_size: 8", "resume: false", "min_tracklet_length: 3", "track_buffer: 300", "eval.<key>"]),
+    "eval": ({}, ["format: posetrack", "gt: null", "pred: null", "distance_threshold"]),
+    "demo": ({}, ["seed=0", "num_sequences=3", "root=", "force="]),
+    "export": ({"detector": ["yolox*", "yolox_onnx"]}, ["onnx_file: null", "opset: 11", "weights:"]),
+    "reid-dataset": ({}, ["root: ???", "output_dir: occ_ptrack", "query_ratio: 0.2"]),
+    "reid-eval": ({"reid": ["kpr", "onnx", "part_colors*"]}, ["dataset_dir: occ_ptrack", "prompts: both"]),
+}
+
+
+def test_every_command_is_covered_by_the_help_test():
+    assert set(COMMAND_HELP) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_HELP))
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_command_help_lists_groups_and_options(command, flag, capsys):
+    groups, options = COMMAND_HELP[command]
+    assert main([command, flag]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert out.startswith(f"usage: python -m kprtrack {command}") and captured.err == ""
+    assert COMMANDS[command][1] in out
+    for group, choices in groups.items():
+        [line] = [l for l in out.splitlines() if l.startswith(f"  {group} ")]
+        listed = [c.strip() for c in line.split(None, 1)[1].split(",")]
+        assert set(choices) <= set(listed), (group, listed)
+    if not groups:
+        assert "config groups" not in out
+    for option in options:
+        assert option in out, option
+
+
+def test_help_wins_over_other_arguments(capsys):
+    # Hydra would reject --help as an override (lexer error); nothing runs, nothing is written.
+    assert main(["run", "dataset=video", "--help"]) == 0
+    assert main(["dataset=video", "-h"]) == 0  # the implicit `run`
+    assert main(["help", "eval"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("usage: python -m kprtrack run") == 2 and "usage: python -m kprtrack eval" in out
+    assert "dataset=posetrack21 also picks detector=yolox" in out
+
+
+def test_help_through_the_real_entry_point():
+    for flag in ("--help", "-h"):
+        result = run_cli("run", flag)
+        assert result.returncode == 0 and result.stdout.startswith("usage: python -m kprtrack run"), result.stderr
+        assert "LexerNoViableAltException" not in result.stderr
 
 
 def test_demo_run_without_arguments(tmp_path):
@@ -30,7 +86,7 @@ def test_demo_run_without_arguments(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = run_folder(result.stdout)
     assert out.is_relative_to(tmp_path / "outputs")
-    jsons = sorted((out / "posetrack21").glob("*.json"))
+    jsons = sorted((out / "posetrack21/sequences").glob("*.json"))
     txts = sorted((out / "mot").glob("*.txt"))
     assert len(jsons) >= 2 and [p.stem for p in jsons] == [p.stem for p in txts]
     data = json.loads(jsons[0].read_text())
@@ -39,15 +95,25 @@ def test_demo_run_without_arguments(tmp_path):
 
 
 def test_posetrack18_with_oracle_stages(shared, tmp_path):
-    result = run_cli("dataset=posetrack21", f"dataset.root={shared / 'data/posetrack18'}",
-                     "dataset.annotations_dir=annotations", "detector=groundtruth", "pose=groundtruth",
-                     "reid=part_colors", f"output.dir={tmp_path / 'run'}")
+    args = ["dataset=posetrack21", f"dataset.root={shared / 'data/posetrack18'}", "dataset.annotations_dir=annotations",
+            "detector=groundtruth", "pose=groundtruth", "reid=part_colors", "run.progress=false"]
+    result = run_cli(*args, "output.filters.enabled=false", f"output.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
-    files = sorted(p.name for p in (tmp_path / "run/posetrack21").glob("*.json"))
+    files = sorted(p.name for p in (tmp_path / "run/posetrack21/sequences").glob("*.json"))
     assert files == ["003418_mpii_test.json", "009473_mpii_test.json", "012834_mpii_test.json"]
-    data = json.loads((tmp_path / "run/posetrack21/012834_mpii_test.json").read_text())
+    data = json.loads((tmp_path / "run/posetrack21/sequences/012834_mpii_test.json").read_text())
     # one frame each: ByteTrack confirms every track born on the first frame
     assert len(data["annotations"]) == 11 and data["images"][0]["id"] == 10128340000
+
+    # dataset=posetrack21 filters by default (TrackLab's protocol): 1-frame tracks are all dropped
+    result = run_cli(*args, f"output.dir={tmp_path / 'filtered'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "output filters: 0 of 14 tracked detections written" in result.stdout
+    data = json.loads((tmp_path / "filtered/posetrack21/sequences/012834_mpii_test.json").read_text())
+    assert data["annotations"] == [] and len(data["images"]) == 1
+    state = json.loads((tmp_path / "filtered/state.json").read_text())
+    assert state["output_filters"]["total"]["dropped_short_tracklets"] == 14
+    assert "enabled: true" in (tmp_path / "filtered/config.yaml").read_text().split("filters:")[1]
 
 
 def test_posetrack_defaults_to_the_paper_models_and_says_how_to_get_weights(shared, tmp_path):
@@ -79,7 +145,7 @@ def test_truncated_json_keeps_finished_sequences(shared, tmp_path):
                      "detector=groundtruth", "pose=groundtruth", "reid=part_colors", f"output.dir={tmp_path / 'run'}")
     assert result.returncode == 2
     assert "012834_mpii_test.json" in result.stderr and "truncated" in result.stderr
-    assert sorted(p.stem for p in (tmp_path / "run/posetrack21").glob("*.json")) == [
+    assert sorted(p.stem for p in (tmp_path / "run/posetrack21/sequences").glob("*.json")) == [
         "003418_mpii_test", "009473_mpii_test"]
 
 

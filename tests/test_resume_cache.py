@@ -1,4 +1,5 @@
 """Stage cache and kill-and-resume, through the real pipeline."""
+import json
 import os
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def cli(*args, env=None):
 
 
 def outputs(run_dir: Path) -> dict:
-    return {str(p.relative_to(run_dir)): p.read_bytes() for sub in ("posetrack21", "mot")
+    return {str(p.relative_to(run_dir)): p.read_bytes() for sub in ("posetrack21/sequences", "mot")
             for p in sorted((run_dir / sub).glob("*"))}
 
 
@@ -75,6 +76,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     clean = tmp_path / "clean"
     assert cli(*common, f"output.dir={clean}").returncode == 0
     assert outputs(killed) == outputs(clean) and len(outputs(clean)) == 6
+    # the output filters' counts of the sequences finished before the kill are kept
+    states = [json.loads((d / "state.json").read_text())["output_filters"] for d in (killed, clean)]
+    assert states[0] == states[1] and len(states[0]["per_sequence"]) == 3
 
 
 def test_resume_refuses_a_changed_config(tmp_path):

@@ -83,7 +83,7 @@ def decodable_frames(path: Path) -> int:
 
 
 def read_outputs(run_dir: Path, name: str) -> tuple[dict, list[list[float]]]:
-    tracks = json.loads((run_dir / "posetrack21" / f"{name}.json").read_text())
+    tracks = json.loads((run_dir / "posetrack21" / "sequences" / f"{name}.json").read_text())
     mot_text = (run_dir / "mot" / f"{name}.txt").read_text()
     mot = [[float(v) for v in line.split(",")] for line in mot_text.splitlines() if line]
     return tracks, mot
@@ -152,7 +152,7 @@ def test_truncated_mp4_is_one_clear_message(tmp_path):
     cut.write_bytes(data[: len(data) // 2])  # OpenCV writes the index (moov) last: it is gone
     result, _ = run_cli(cut, tmp_path / "run")
     assert_one_clear_message(result, "cut.mp4", "cannot read video")
-    assert not list((tmp_path / "run").glob("posetrack21/*.json"))
+    assert not list((tmp_path / "run").glob("posetrack21/**/*.json"))
 
 
 def test_video_without_people_writes_empty_tracks(tmp_path):

@@ -110,9 +110,9 @@ def _state_and_run(tmp_path, their_ids, our_ids):
     with zipfile.ZipFile(state, "w") as zf:
         zf.writestr("900001.pkl", pickle.dumps(frame))
         zf.writestr("900001_image.pkl", pickle.dumps(pd.DataFrame({"video_id": [900001]})))
-    (tmp_path / "run" / "posetrack21").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "run" / "posetrack21" / "sequences").mkdir(parents=True, exist_ok=True)
     anns = [{"image_id": 5, "bbox": b, "track_id": t} for b, t in zip(boxes, our_ids) if t >= 0]
-    (tmp_path / "run" / "posetrack21" / "seq.json").write_text(json.dumps({"annotations": anns}))
+    (tmp_path / "run" / "posetrack21" / "sequences" / "seq.json").write_text(json.dumps({"annotations": anns}))
     return str(state), str(tmp_path / "run")
 
 

@@ -20,7 +20,7 @@ def test_posetrack_writer_keeps_gt_image_ids(tmp_path):
     writer.begin_sequence("s", {"images": images, "categories": []})
     writer.write(Frame("s", 0, None, image_id=100), dets([3, -1]))
     writer.write(Frame("s", 1, None, image_id=101), dets([3]))
-    assert not (tmp_path / "posetrack21/s.json").exists()  # nothing before the sequence ends
+    assert not (tmp_path / "posetrack21/sequences/s.json").exists()  # nothing before the sequence ends
     [path] = writer.end_sequence()
     data = json.loads(path.read_text())
     assert [im["id"] for im in data["images"]] == [100, 101]

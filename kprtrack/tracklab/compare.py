@@ -43,9 +43,11 @@ def tracklab_tracks(state_file: Path) -> dict[int, list[tuple[np.ndarray, int]]]
 
 
 def kprtrack_tracks(run_dir: Path) -> dict[int, list[tuple[np.ndarray, int]]]:
-    files = sorted((run_dir / "posetrack21").glob("*.json"))
+    # posetrack21/sequences/ since the kit-compatible layout; posetrack21/ in older run folders
+    files = sorted((run_dir / "posetrack21" / "sequences").glob("*.json")) or sorted(
+        (run_dir / "posetrack21").glob("*.json"))
     if not files:
-        raise InputError("no posetrack21/*.json in this kprtrack run folder", run_dir)
+        raise InputError("no posetrack21/sequences/*.json in this kprtrack run folder", run_dir)
     out: dict[int, list] = {}
     for path in files:
         for ann in json.loads(path.read_text()).get("annotations", []):
