@@ -92,7 +92,7 @@ def test_decode_grid_and_stride():
 
 def test_postprocess_maps_back_clips_and_keeps_low_scores():
     input_hw = (64, 64)
-    raw, row = _raw_with_one_box(input_hw, 2, (1, 1), 0.5, [0.3, 0.9], log_wh=(np.log(3.0), np.log(1.0)))
+    raw, row = _raw_with_one_box(input_hw, 2, (1, 1), 0.5, [0.3, 0.2], log_wh=(np.log(3.0), np.log(1.0)))
     decoded = decode(raw, input_hw)[0]
     # frame 128 x 96 (h x w) letterboxed into 64x64: ratio 0.5
     cfg = PostprocessConfig(person_class=0, score_thresh=0.1)
@@ -103,8 +103,12 @@ def test_postprocess_maps_back_clips_and_keeps_low_scores():
     assert dets.scores[0] == pytest.approx(0.15)  # obj x person-class prob, kept at 0.1
     assert dets.keypoints is None
     assert len(postprocess(decoded, 0.5, (128, 96), PostprocessConfig(score_thresh=0.2))) == 0
-    # person_class picks the class column (e.g. a fine-tune with person at index 1)
+    # person_class picks the class column (e.g. a fine-tune with person at index 1); as in YOLOX's
+    # postprocess a box counts for its best class only: class 1 (0.2 < 0.3) gets no box here ...
+    assert len(postprocess(decoded, 0.5, (128, 96), PostprocessConfig(person_class=1, score_thresh=0.05))) == 0
+    decoded[row, 5:7] = [0.3, 0.9]  # ... and once class 1 wins, class 0 (person) gives none
     assert postprocess(decoded, 0.5, (128, 96), PostprocessConfig(person_class=1)).scores[0] == pytest.approx(0.45)
+    assert len(postprocess(decoded, 0.5, (128, 96), cfg)) == 0
 
 
 def test_postprocess_suppresses_duplicates_and_caps_candidates():
@@ -117,3 +121,13 @@ def test_postprocess_suppresses_duplicates_and_caps_candidates():
     decoded[:, :4] = [32, 32, 20, 20]  # all the same box
     dets = postprocess(decoded, 1.0, (64, 64), PostprocessConfig(max_candidates=10))
     assert len(dets) == 1 and dets.scores[0] == pytest.approx(0.9)
+
+
+def test_bytetrack_preprocess_pads_with_114_before_normalising():
+    """ByteTrack's preproc pads the BGR canvas with 114, then RGB, /255, ImageNet mean/std on everything."""
+    image = np.full((32, 64, 3), 200, np.uint8)
+    batch, ratios = preprocess([image], (64, 64), "bytetrack")
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(batch[0, :, 63, 0], (114 / 255 - mean) / std, rtol=1e-5)  # padding row
+    np.testing.assert_allclose(batch[0, :, 0, 0], (200 / 255 - mean) / std, rtol=1e-5)
+    assert ratios[0] == 1.0

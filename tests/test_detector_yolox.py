@@ -128,12 +128,13 @@ def test_size_and_classes_are_read_from_the_state_dict(size):
 
 
 def test_random_init_shapes_and_batching():
-    detector = YOLOXDetector(weights=None, model_size="nano", input_size=[128, 160], batch_size=2,
+    # One class: an untrained 80-class model rarely makes person its top class, so would keep no box.
+    detector = YOLOXDetector(weights=None, model_size="nano", num_classes=1, input_size=[128, 160], batch_size=2,
                              score_thresh=0.0)
-    assert isinstance(detector, Detector)
+    assert isinstance(detector, Detector) and detector.preprocess == "yolox"  # random init: no recipe
     batch = np.zeros((3, 3, 128, 160), np.float32)
     raw = detector.raw_outputs(batch)
-    assert raw.shape == (3, 16 * 20 + 8 * 10 + 4 * 5, 85)
+    assert raw.shape == (3, 16 * 20 + 8 * 10 + 4 * 5, 6)
     assert ((raw[..., 4:] >= 0) & (raw[..., 4:] <= 1)).all()  # objectness/classes are probabilities
     # a batch gives each image the rows it gets alone (untrained scores tie too often to
     # compare NMS output across batchings, so compare the network rows)
@@ -163,8 +164,28 @@ def test_fake_official_checkpoint_loads_strictly(tmp_path, num_classes):
     with torch.no_grad():
         torch.testing.assert_close(detector.model(x), reference.eval()(x))
     assert detector.input_hw == (96, 96)
-    default = YOLOXDetector(weights=str(path), model_size="nano", num_classes=num_classes)
-    assert default.input_hw == (416, 416)  # nano's native size
+    if num_classes == 80:
+        default = YOLOXDetector(weights=str(path), model_size="nano", num_classes=num_classes)
+        assert default.input_hw == (416, 416) and default.preprocess == "yolox"  # nano's native size
+        assert default.post.nms_thresh == 0.45
+    else:  # a person-only YOLOX given as a path is ByteTrack's: its pre-processing, test size and NMS
+        with pytest.warns(UserWarning, match="read as a ByteTrack detector.*detector.preprocess=yolox"):
+            default = YOLOXDetector(weights=str(path), model_size="nano", num_classes=num_classes)
+        assert default.input_hw == (608, 1088) and default.preprocess == "bytetrack"
+        assert default.post.nms_thresh == 0.7
+
+
+def test_bytetrack_recipe_from_a_path_and_refusal_for_unknown_class_counts(tmp_path):
+    path, _ = fake_checkpoint(tmp_path, "nano", 1, name="bytetrack_x_mot20.pth.tar")
+    with pytest.warns(UserWarning, match="ByteTrack"):
+        detector = YOLOXDetector(weights=str(path))
+    assert detector.input_hw == (896, 1600)  # ByteTrack's MOT20 test size, from the official file name
+    own = YOLOXDetector(weights=str(path), preprocess="yolox", input_size=[96, 96])  # the user's word wins
+    assert own.preprocess == "yolox" and own.post.nms_thresh == 0.45
+    five, _ = fake_checkpoint(tmp_path, "nano", 5, name="five.pth")
+    with pytest.raises(InputError, match="5-class YOLOX.*set detector.preprocess=yolox .* or detector.preprocess=bytetrack"):
+        YOLOXDetector(weights=str(five))
+    assert YOLOXDetector(weights=str(five), preprocess="yolox", nms_thresh=0.6).post.nms_thresh == 0.6
 
 
 def test_bare_state_dict_and_ddp_prefix(tmp_path):
@@ -229,7 +250,7 @@ def test_registry_contents():
         assert spec.meta["num_classes"] == 80 and spec.meta["preprocess"] == "yolox"
     bytetrack = YOLOX_WEIGHTS["bytetrack_x_mot17"]
     assert bytetrack.meta == {"model_size": "x", "num_classes": 1, "input_size": [800, 1440],
-                              "preprocess": "bytetrack", "manual_download": True}
+                              "preprocess": "bytetrack", "nms_thresh": 0.7, "manual_download": True}
     assert yolox_weights.YOLOX_ONNX_WEIGHTS["yolox_nano"].meta["input_size"] == [416, 416]
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from kprtrack.detector.yolox_arch import MODEL_SIZES, YOLOX
-from kprtrack.detector.yolox_common import YoloxBackendBase, spec_meta
+from kprtrack.detector.yolox_common import YoloxBackendBase, recipe_settings, spec_meta
 from kprtrack.detector.yolox_weights import YOLOX_WEIGHTS, describe_state_dict, load_state_dict
 from kprtrack.errors import InputError
 from kprtrack.weights import resolve_weights
@@ -63,7 +63,7 @@ class YOLOXDetector(YoloxBackendBase):
     def __init__(self, weights: str | None = "yolox_s", model_size: str | None = None,
                  num_classes: int | None = None, input_size: Sequence[int] | int | None = None,
                  preprocess: str | None = None, person_class: int = 0, score_thresh: float = 0.1,
-                 nms_thresh: float = 0.45, max_detections: int = 300, device: str = "cpu",
+                 nms_thresh: float | None = None, max_detections: int = 300, device: str = "cpu",
                  half: bool = False, batch_size: int = 4, download: bool = True):
         import torch
 
@@ -76,8 +76,10 @@ class YOLOXDetector(YoloxBackendBase):
         if not 0 <= int(person_class) < self.model.head.num_classes:
             raise InputError(f"person_class={person_class} but the model has "
                              f"{self.model.head.num_classes} classes", self.source)
-        super().__init__(input_size or meta.get("input_size") or size.input_size,
-                         preprocess or meta.get("preprocess", "yolox"), person_class, score_thresh,
+        trained_classes = None if weights is None else self.model.head.num_classes  # random init: no recipe
+        preprocess, input_size, nms_thresh = recipe_settings(
+            meta, self.source, trained_classes, self.model.size_name, preprocess, input_size, nms_thresh)
+        super().__init__(input_size or size.input_size, preprocess, person_class, score_thresh,
                          nms_thresh, max_detections, batch_size)
         self.device = _torch_device(device)
         self.half = bool(half) and self.device.type == "cuda"

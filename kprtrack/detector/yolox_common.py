@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +19,50 @@ from kprtrack.weights import WeightSpec
 def spec_meta(weights: str | os.PathLike | None, registry: dict[str, WeightSpec]) -> dict:
     spec = registry.get(os.fspath(weights)) if weights is not None else None
     return dict(spec.meta) if spec else {}
+
+
+# Test-time settings of the two training recipes. YOLOX (tools/demo.py): BGR 0-255, NMS 0.45, the
+# size's own input. ByteTrack (exps/example/mot/*.py, yolox/data/data_augment.py preproc): RGB/255
+# with ImageNet mean/std, nmsthre 0.7, test_size 800x1440 (m/l/x), 608x1088 (nano/tiny/s) and
+# 896x1600 for the MOT20 model.
+RECIPE_NMS = {"yolox": 0.45, "bytetrack": 0.7}
+BYTETRACK_INPUT = {"nano": (608, 1088), "tiny": (608, 1088), "s": (608, 1088),
+                   "m": (800, 1440), "l": (800, 1440), "x": (800, 1440)}
+BYTETRACK_MOT20_INPUT = (896, 1600)
+
+
+def recipe_settings(meta: dict, source, num_classes: int | None, model_size: str | None,
+                    preprocess: str | None, input_size, nms_thresh: float | None) -> tuple[str, object, float]:
+    """(preprocess, input_size or None, nms_thresh): what the user set, else the registry entry,
+    else what the weights tell.
+
+    Official YOLOX checkpoints are 80-class COCO models; every published person-only (1-class)
+    YOLOX is ByteTrack's or trained with its pipeline (BoT-SORT, OC-SORT...), so a 1-class file
+    gets ByteTrack's recipe, said in a warning. Any other class count is refused: nothing in a
+    YOLOX checkpoint records how it was trained.
+    """
+    if preprocess is None:
+        preprocess = meta.get("preprocess")
+    if preprocess is None:
+        if num_classes == 1:
+            preprocess = "bytetrack"
+            warnings.warn(f"{source}: a person-only YOLOX, read as a ByteTrack detector (RGB, ImageNet "
+                          f"mean/std, NMS 0.7, ByteTrack's input size); set detector.preprocess=yolox if it "
+                          f"was trained with YOLOX's own pipeline", stacklevel=3)
+        elif num_classes in (None, 80):
+            preprocess = "yolox"
+        else:
+            raise InputError(f"a {num_classes}-class YOLOX: cannot tell how it was trained; set "
+                             f"detector.preprocess=yolox (YOLOX's BGR 0-255) or detector.preprocess=bytetrack "
+                             f"(RGB, ImageNet mean/std)", source)
+    if input_size is None:
+        input_size = meta.get("input_size")
+    if input_size is None and preprocess == "bytetrack" and model_size in BYTETRACK_INPUT:
+        input_size = (BYTETRACK_MOT20_INPUT if "mot20" in os.fspath(source).lower()
+                      else BYTETRACK_INPUT[model_size])
+    if nms_thresh is None:
+        nms_thresh = meta.get("nms_thresh", RECIPE_NMS.get(preprocess, RECIPE_NMS["yolox"]))
+    return preprocess, input_size, float(nms_thresh)
 
 
 class YoloxBackendBase:

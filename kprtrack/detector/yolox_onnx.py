@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kprtrack.detector.yolox_common import YoloxBackendBase, spec_meta
+from kprtrack.detector.yolox_common import YoloxBackendBase, recipe_settings, spec_meta
 from kprtrack.detector.yolox_processing import check_input_size, num_anchors
 from kprtrack.detector.yolox_weights import YOLOX_ONNX_WEIGHTS
 from kprtrack.errors import InputError, MissingModelError
@@ -34,7 +34,7 @@ def _static(dim) -> int | None:
 class YOLOXOnnxDetector(YoloxBackendBase):
     def __init__(self, weights: str | os.PathLike = "yolox_s", input_size: Sequence[int] | int | None = None,
                  preprocess: str | None = None, person_class: int = 0, score_thresh: float = 0.1,
-                 nms_thresh: float = 0.45, max_detections: int = 300, device: str = "cpu",
+                 nms_thresh: float | None = None, max_detections: int = 300, device: str = "cpu",
                  batch_size: int = 4, num_threads: int | None = None, download: bool = True):
         try:
             import onnxruntime as ort
@@ -61,11 +61,16 @@ class YOLOXOnnxDetector(YoloxBackendBase):
         if input_size is not None and model_hw is not None and check_input_size(input_size) != model_hw:
             raise InputError(f"input_size={list(input_size)} but the model's input is fixed at "
                              f"{list(model_hw)}", self.source)
-        size = model_hw or input_size or meta.get("input_size")
+        channels = _static(self.session.get_outputs()[0].shape[2])
+        # The class count shows in the output rows; the model size does not (ByteTrack's size-based
+        # input then needs a fixed-size export or detector.input_size).
+        preprocess, recipe_size, nms_thresh = recipe_settings(
+            meta, self.source, None if channels is None else channels - 5, None, preprocess, input_size, nms_thresh)
+        size = model_hw or recipe_size
         if size is None:
             raise InputError("the model's input size is dynamic: set detector.input_size=[H,W]", self.source)
         fixed_batch = _static(self.session.get_inputs()[0].shape[0])
-        super().__init__(size, preprocess or meta.get("preprocess", "yolox"), person_class, score_thresh,
+        super().__init__(size, preprocess, person_class, score_thresh,
                          nms_thresh, max_detections, fixed_batch or batch_size)
         self._fixed_batch = fixed_batch
         self._check_output_shape()

@@ -109,7 +109,10 @@ def postprocess(decoded: np.ndarray, ratio: float, frame_hw: tuple[int, int],
                 cfg: PostprocessConfig) -> Detections:
     """One image's decoded rows ``[A, 5 + C]`` -> person ``Detections`` in frame pixels."""
     scores = decoded[:, 4] * decoded[:, 5 + cfg.person_class]
-    candidates = np.flatnonzero(scores >= cfg.score_thresh)
+    # As YOLOX's postprocess (and TrackLab's YOLOX wrapper): a box belongs to its best class only,
+    # so a box that is more likely a bicycle than a person is no person box.
+    is_person = decoded[:, 5:].argmax(axis=1) == cfg.person_class
+    candidates = np.flatnonzero((scores >= cfg.score_thresh) & is_person)
     if candidates.size > cfg.max_candidates:
         top = np.argpartition(-scores[candidates], cfg.max_candidates - 1)[:cfg.max_candidates]
         candidates = candidates[top]

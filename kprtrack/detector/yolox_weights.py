@@ -30,7 +30,7 @@ _SHA256 = {
 def _coco(size: str) -> WeightSpec:
     return WeightSpec(url=f"{_RELEASE}/yolox_{size}.pth", sha256=_SHA256[size], meta={
         "model_size": size, "num_classes": 80, "input_size": list(MODEL_SIZES[size].input_size),
-        "preprocess": "yolox"})
+        "preprocess": "yolox", "nms_thresh": 0.45})
 
 
 def _bytetrack(size: str, data: str, drive_id: str, input_size: tuple[int, int]) -> WeightSpec:
@@ -38,7 +38,7 @@ def _bytetrack(size: str, data: str, drive_id: str, input_size: tuple[int, int])
         url=f"https://drive.google.com/uc?export=download&id={drive_id}",
         filename=f"bytetrack_{size}_{data}.pth.tar",
         meta={"model_size": size, "num_classes": 1, "input_size": list(input_size),
-              "preprocess": "bytetrack", "manual_download": True})
+              "preprocess": "bytetrack", "nms_thresh": 0.7, "manual_download": True})
 
 
 YOLOX_WEIGHTS: dict[str, WeightSpec] = {
@@ -57,7 +57,7 @@ YOLOX_WEIGHTS: dict[str, WeightSpec] = {
 YOLOX_ONNX_WEIGHTS: dict[str, WeightSpec] = {
     f"yolox_{size}": WeightSpec(url=f"{_RELEASE}/yolox_{size}.onnx", meta={
         "model_size": size, "num_classes": 80, "input_size": list(MODEL_SIZES[size].input_size),
-        "preprocess": "yolox"})
+        "preprocess": "yolox", "nms_thresh": 0.45})
     for size in MODEL_SIZES
 }
 
