@@ -188,3 +188,26 @@ def test_every_missing_weights_file_is_named_in_one_go(tmp_path):
     assert f"detector: {tmp_path / 'no_yolox.onnx'}" in err and f"pose: {tmp_path / 'no_hrnet.pth'}" in err
     assert "reid: " in err and "kpr_occ_pt_IN" in err
     assert not list((tmp_path / "o").rglob("*.json")) and not list((tmp_path / "o").rglob("*.mp4"))
+
+
+def test_official_kit_reads_a_run_folder_as_the_readme_says(tmp_path):
+    """README "Outputs": the kit's own script, pointed at <run>/posetrack21/sequences, gives the run's numbers."""
+    from tests.kit.oracle import kit_python, kit_root
+
+    python = kit_python()  # skips with the reason where the kit's venv cannot be built
+    run_dir = tmp_path / "run"
+    result = run_cli("run.progress=false", "output.render=false", f"output.dir={run_dir}",
+                     "output.filters.enabled=true", "pose.score_jitter=0.5", "detector.drop_rate=0.3",
+                     "dataset.num_sequences=2", "dataset.num_frames=30", env={"KPRTRACK_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours = json.loads((run_dir / "eval/metrics.json").read_text())
+    kit = subprocess.run([str(python), "scripts/run_posetrack_challenge.py", "--GT_FOLDER", ours["gt"],
+                          "--TRACKERS_FOLDER", str(run_dir / "posetrack21/sequences"), "--USE_PARALLEL", "False"],
+                         cwd=kit_root() / "eval/posetrack21", capture_output=True, text=True, timeout=300)
+    assert kit.returncode == 0, kit.stderr[-3000:]
+    header, values = (run_dir / "posetrack21/sequences/pose_hota_results.txt").read_text().splitlines()[:2]
+    table = dict(zip([h.strip() for h in header.split("&")], [v.strip() for v in values.split("&")]))
+    combined = ours["keypoints"]["combined"]
+    for name in ("HOTA", "DetA", "AssA", "DetRe", "AssRe"):
+        assert float(table[name]) == pytest.approx(100 * combined[name], abs=5e-3), name
+    assert 0 < float(table["HOTA"]) < 100
