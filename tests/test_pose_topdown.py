@@ -177,3 +177,44 @@ def test_coco_estimator_warns_once(monkeypatch):
         est.estimate(frame, dets)
         est.estimate(frame, dets)
     assert sum("head_bottom" in str(w.message) for w in caught) == 1
+
+
+def _mmpose1_rules(maps, kernel=11):
+    """mmpose 1.x's MSRAHeatmap decode rules written out one keypoint at a time (the reading the
+    vectorised decoder must agree with): quarter shift per axis inside 1 < x < W-1 / 1 < y < H-1;
+    DARK on the zero-padded, max-rescaled blur, inside 1 < x < W-2 and 1 < y < H-2 only."""
+    import cv2
+
+    k, h, w = maps.shape
+    quarter, dark = np.zeros((k, 2)), np.zeros((k, 2))
+    border = kernel // 2
+    for j, hm in enumerate(maps):
+        y, x = np.unravel_index(hm.argmax(), hm.shape)
+        dx = hm[y, x + 1] - hm[y, x - 1] if 1 < x < w - 1 else 0.0
+        dy = hm[y + 1, x] - hm[y - 1, x] if 1 < y < h - 1 else 0.0
+        quarter[j] = [x + 0.25 * np.sign(dx), y + 0.25 * np.sign(dy)]
+        blurred = cv2.GaussianBlur(np.pad(hm, border), (kernel, kernel), 0)[border:-border, border:-border]
+        log = np.log(np.maximum(blurred * (hm.max() / blurred.max()), 1e-10)).astype(np.float64)
+        dark[j] = [x, y]
+        if 1 < x < w - 2 and 1 < y < h - 2:
+            grad = np.array([0.5 * (log[y, x + 1] - log[y, x - 1]), 0.5 * (log[y + 1, x] - log[y - 1, x])])
+            dxx = 0.25 * (log[y, x + 2] - 2 * log[y, x] + log[y, x - 2])
+            dyy = 0.25 * (log[y + 2, x] - 2 * log[y, x] + log[y - 2, x])
+            dxy = 0.25 * (log[y + 1, x + 1] - log[y - 1, x + 1] - log[y + 1, x - 1] + log[y - 1, x - 1])
+            hess = np.array([[dxx, dxy], [dxy, dyy]])
+            if np.linalg.det(hess) != 0:
+                dark[j] += -np.linalg.inv(hess) @ grad
+    return quarter, dark
+
+
+def test_decoders_follow_mmpose1_rules_at_edges_too():
+    rng = np.random.default_rng(3)
+    centres = [(0, 5), (1, 30), (2, 2), (46, 63), (47, 0), (45, 61), (24, 1), (10, 62), (20.4, 30.6)]
+    maps = np.stack([_gaussian(64, 48, x, y, sigma=2) + 0.05 * rng.random((64, 48), np.float32)
+                     for x, y in centres]).astype(np.float32)
+    quarter, dark = _mmpose1_rules(maps)
+    np.testing.assert_allclose(decode_heatmaps(maps[None], "argmax")[0, :, :2], quarter, atol=1e-9)
+    np.testing.assert_allclose(decode_heatmaps(maps[None], "dark")[0, :, :2], dark, atol=1e-6)
+    edge = np.zeros((1, 1, 64, 48), np.float32)
+    edge[0, 0, 40, 1], edge[0, 0, 40, 2] = 1.0, 0.5  # maximum in column 1: x stays (mmpose 1.x)
+    assert decode_heatmaps(edge, "argmax")[0, 0, 0] == 1.0

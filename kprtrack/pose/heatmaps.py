@@ -19,13 +19,16 @@ def heatmap_argmax(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quarter_offset(heatmaps: np.ndarray, locs: np.ndarray) -> np.ndarray:
-    """Shift each maximum a quarter pixel towards its higher neighbour (the classic refinement)."""
+    """Shift each maximum a quarter pixel towards its higher neighbour, with mmpose 1.x's rule
+    (``refine_keypoints``): x moves only for 1 < x < W-1, y only for 1 < y < H-1, so a maximum in
+    the two outer columns/rows keeps that coordinate. (mmpose 0.x and the original HRNet code
+    shift both only when both are inside; they differ from this on those rows only.)"""
     n, k, h, w = heatmaps.shape
     x = locs[..., 0].astype(int)
     y = locs[..., 1].astype(int)
     ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
-    inner_x = (x > 0) & (x < w - 1)
-    inner_y = (y > 0) & (y < h - 1)
+    inner_x = (x > 1) & (x < w - 1)
+    inner_y = (y > 1) & (y < h - 1)
     xr, xl = np.clip(x + 1, 0, w - 1), np.clip(x - 1, 0, w - 1)
     yd, yu = np.clip(y + 1, 0, h - 1), np.clip(y - 1, 0, h - 1)
     dx = np.where(inner_x, heatmaps[ni, ki, y, xr] - heatmaps[ni, ki, y, xl], 0.0)
@@ -33,41 +36,44 @@ def quarter_offset(heatmaps: np.ndarray, locs: np.ndarray) -> np.ndarray:
     return locs + np.stack([np.sign(dx), np.sign(dy)], axis=-1) * 0.25
 
 
-def dark_offset(heatmaps: np.ndarray, locs: np.ndarray, kernel: int = 11) -> np.ndarray:
-    """DARK (Zhang et al. 2020): Taylor-expand the log of a smoothed heatmap around its maximum.
-
-    The blur keeps each map's maximum (rescaled after smoothing) so the log is well conditioned.
-    """
+def modulate(heatmaps: np.ndarray, kernel: int = 11) -> np.ndarray:
+    """DARK's smoothing as mmpose 1.x does it (``gaussian_blur``): each map zero-padded by the
+    kernel radius, blurred, cropped, and rescaled to its original maximum; float32 like mmpose."""
     import cv2
 
+    border = (kernel - 1) // 2
+    out = np.empty(heatmaps.shape, np.float32)
+    for i, hm in enumerate(heatmaps.astype(np.float32)):
+        padded = np.pad(hm, border)
+        blurred = cv2.GaussianBlur(padded, (kernel, kernel), 0)[border:-border, border:-border]
+        peak = blurred.max()
+        out[i] = blurred * (hm.max() / peak) if peak != 0 else blurred  # (mmpose divides by zero there)
+    return out
+
+
+def dark_offset(heatmaps: np.ndarray, locs: np.ndarray, kernel: int = 11) -> np.ndarray:
+    """DARK (Zhang et al. 2020) as mmpose 1.x decodes it (``refine_keypoints_dark``): Newton step on
+    the log of the modulated heatmap, first derivatives over +-1 pixel, second over +-2, only for
+    maxima with 1 < x < W-2 and 1 < y < H-2 and a non-singular Hessian; no other clipping."""
     n, k, h, w = heatmaps.shape
-    maps = heatmaps.reshape(n * k, h, w).astype(np.float32)
-    smooth = np.empty_like(maps)
-    for i, hm in enumerate(maps):
-        peak = hm.max()
-        blurred = cv2.GaussianBlur(hm, (kernel, kernel), 0)
-        blurred_peak = blurred.max()
-        smooth[i] = blurred * (peak / blurred_peak) if blurred_peak > 0 else blurred
-    logs = np.log(np.maximum(smooth, 1e-10)).astype(np.float64)
-    padded = np.pad(logs, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    flat_locs = locs.reshape(n * k, 2)
-    x = flat_locs[:, 0].astype(int) + 1
-    y = flat_locs[:, 1].astype(int) + 1
+    logs = np.log(np.maximum(modulate(heatmaps.reshape(n * k, h, w), kernel), 1e-10))
+    flat = locs.reshape(n * k, 2)
+    x, y = flat[:, 0].astype(int), flat[:, 1].astype(int)
+    inside = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)
     i = np.arange(n * k)
-    at = lambda dy, dx: padded[i, y + dy, x + dx]  # noqa: E731
+    xs, ys = np.where(inside, x, 2), np.where(inside, y, 2)  # any in-range index; results masked below
+    at = lambda dy, dx: logs[i, ys + dy, xs + dx].astype(np.float64)  # noqa: E731
     dx = 0.5 * (at(0, 1) - at(0, -1))
     dy = 0.5 * (at(1, 0) - at(-1, 0))
-    dxx = at(0, 1) - 2 * at(0, 0) + at(0, -1)
-    dyy = at(1, 0) - 2 * at(0, 0) + at(-1, 0)
-    dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+    dxx = 0.25 * (at(0, 2) - 2 * at(0, 0) + at(0, -2))
+    dyy = 0.25 * (at(2, 0) - 2 * at(0, 0) + at(-2, 0))
+    dxy = 0.25 * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
     det = dxx * dyy - dxy ** 2
-    ok = np.abs(det) > 1e-12
+    ok = inside & (det != 0)
     safe = np.where(ok, det, 1.0)
     off_x = np.where(ok, -(dyy * dx - dxy * dy) / safe, 0.0)
     off_y = np.where(ok, -(dxx * dy - dxy * dx) / safe, 0.0)
-    # A maximum on a plateau or the border can give a wild step; a true peak moves < 1 px.
-    offset = np.clip(np.stack([off_x, off_y], axis=-1), -1.0, 1.0)
-    return locs + offset.reshape(n, k, 2)
+    return locs + np.stack([off_x, off_y], axis=-1).reshape(n, k, 2)
 
 
 def decode_heatmaps(heatmaps: np.ndarray, method: str = "argmax") -> np.ndarray:
