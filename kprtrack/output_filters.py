@@ -103,13 +103,13 @@ class SequenceFilter:
         self._frames, self._people = [], []
 
     def add(self, frame: Frame, detections: Detections) -> None:
-        tracked = detections.track_ids is not None
-        keep = detections.track_ids >= 0 if tracked else np.zeros(len(detections), bool)
-        people = detections.subset(keep) if tracked else detections.subset(keep).with_(
-            track_ids=np.zeros(0, np.int64))
+        """One frame's tracker output; rows without a track (id -1) are not written, so not kept."""
+        if detections.track_ids is None:
+            detections = detections.with_(track_ids=np.full(len(detections), -1, np.int64))
         # The writers need boxes, scores, keypoints and ids only: drop the heavy per-part features.
+        people = detections.with_(embeddings=None, visibility=None).subset(detections.track_ids >= 0)
         self._frames.append(frame)
-        self._people.append(people.with_(embeddings=None, visibility=None))
+        self._people.append(people)
 
     def finish(self) -> tuple[list[tuple[Frame, Detections]], dict]:
         people, stats = filter_sequence(self._people, self.cfg)

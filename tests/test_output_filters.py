@@ -69,7 +69,7 @@ def test_sequence_filter_keeps_tracked_people_without_features():
     seq.begin()
     dets = people([5, -1]).with_(embeddings=np.ones((2, 3, 4), np.float32), visibility=np.ones((2, 3)))
     seq.add(Frame("s", 0, None, image_id=10), dets)
-    seq.add(Frame("s", 1, None, image_id=11), Detections.empty())  # an untracked frame
+    seq.add(Frame("s", 1, None, image_id=11), people([9]).with_(track_ids=None))  # not tracked at all
     tracks, stats = seq.finish()
     assert [(f.image_id, p.track_ids.tolist()) for f, p in tracks] == [(10, [5]), (11, [])]
     assert tracks[0][1].embeddings is None and stats["detections_in"] == 1
