@@ -32,7 +32,9 @@ def _micro_backbone(monkeypatch):
 def _seeded(model):
     keys = sorted((k, tuple(v.shape)) for k, v in model.state_dict().items() if v.is_floating_point())
     g = torch.Generator().manual_seed(1234)
-    return {k: torch.randn(s, generator=g) * 0.05 for k, s in keys}
+    state = {k: torch.randn(s, generator=g) * 0.05 for k, s in keys}
+    # BatchNorm variances must be positive, or the outputs are NaN and compare equal by accident.
+    return {k: (v.abs() + 0.5 if k.endswith("running_var") else v) for k, v in state.items()}
 
 
 @pytest.mark.parametrize("name, first, mean_abs", [
@@ -165,7 +167,7 @@ def test_fake_official_checkpoint_loads_strictly_and_reproduces_outputs(tmp_path
         ref_emb, ref_vis = source.eval()(x)
     np.testing.assert_allclose(emb, ref_emb.numpy(), atol=1e-5)
     np.testing.assert_array_equal(vis, ref_vis.numpy())
-    assert emb.shape == (3, 9, 32) and emb.dtype == np.float32 and vis.shape == (3, 9)
+    assert emb.shape == (3, 9, 32) and emb.dtype == np.float32 and vis.shape == (3, 9) and np.isfinite(emb).all()
 
 
 def test_checkpoint_with_other_parts_is_a_clear_conflict(tmp_path, fake_yacs):
@@ -301,3 +303,34 @@ def test_cpu_malloc_setting_is_checked():
 
     with pytest.raises(InputError, match="reid.cpu_malloc must be 'reuse' or 'system'"):
         KPRReID(weights=None, cpu_malloc="jemalloc")
+
+
+def test_checkpoint_test_options_are_used_unless_set_and_then_compared(tmp_path, fake_yacs):
+    """test_embeddings and testing_binary_visibility_score stored in the checkpoint drive inference as upstream."""
+    config = _upstream_config()
+    config["model"]["kpr"]["test_embeddings"] = ["bn_globl", "bn_parts"]
+    config["model"]["kpr"]["testing_binary_visibility_score"] = False
+    path = tmp_path / "kpr_test_options.pth.tar"
+    _save_upstream_checkpoint(path, fake_yacs, _arch(), config)
+    reid = KPRReID(weights=str(path), device="cpu", **SMALL)
+    assert reid.arch.test_embeddings == ("bn_globl", "bn_parts") and reid.arch.binary_visibility is False
+    emb, vis = reid.embed_crops([np.random.default_rng(0).integers(0, 255, (90, 40, 3), dtype=np.uint8)])
+    assert ((vis > 0) & (vis < 1)).any()  # continuous visibility: max part probability
+    with pytest.raises(InputError, match=r"reid.test_embeddings=\['bn_foreg', 'parts'\] but checkpoint has "
+                                         r"\['bn_globl', 'bn_parts'\]"):
+        KPRReID(weights=str(path), test_embeddings=["bn_foreg", "parts"], **SMALL)
+    with pytest.raises(InputError, match="reid.test_embeddings=\\['conct'\\] is not supported"):
+        KPRReID(weights=None, test_embeddings=["conct"], **SMALL)
+
+
+@pytest.mark.parametrize("scale, ok", [(-1, True), (4, True), (8, False)])
+def test_msf_spatial_scale(tmp_path, fake_yacs, scale, ok):
+    config = _upstream_config()
+    config["model"]["kpr"]["msf_spatial_scale"] = scale
+    path = tmp_path / f"kpr_msf{scale}.pth.tar"
+    _save_upstream_checkpoint(path, fake_yacs, _arch(), config)
+    if ok:
+        KPRReID(weights=str(path), **SMALL)
+    else:
+        with pytest.raises(InputError, match="msf_spatial_scale=8"):
+            KPRReID(weights=str(path), **SMALL)

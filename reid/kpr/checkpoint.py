@@ -83,6 +83,8 @@ def checkpoint_settings(state: dict[str, torch.Tensor], config: dict) -> dict[st
         "std": lookup(config, "data.norm_std"),
         "use_negative_keypoints": kpr("keypoints.use_negative_keypoints"),
         "masks_prompting": trans("masks_prompting"), "vis_thresh": kpr("keypoints.vis_thresh"),
+        # Test-time choices upstream reads from the same config: which embeddings, binary visibility.
+        "test_embeddings": kpr("test_embeddings"), "binary_visibility": kpr("testing_binary_visibility_score"),
     }
     out.update({k: v for k, v in pairs.items() if v is not None})
     # Tensor shapes are the ground truth for the architecture.
@@ -110,6 +112,11 @@ def unsupported_features(config: dict) -> list[str]:
         value = lookup(config, key)
         if value is not None and value != wanted:
             problems.append(f"{key}={value!r} (supported: {wanted!r})")
+    # Upstream's fusion resizes the later stages to image/scale but never the first one, so only
+    # -1 (first stage's size) or the patch size 4 (the same size) make a working model.
+    scale = lookup(config, "model.kpr.msf_spatial_scale")
+    if scale is not None and scale not in (-1, 4):
+        problems.append(f"model.kpr.msf_spatial_scale={scale!r} (supported: -1 or 4, the first stage's resolution)")
     return problems
 
 

@@ -14,7 +14,7 @@ from kprtrack.errors import InputError, MissingModelError
 from kprtrack.record import Detections, Frame
 from kprtrack.reid.crops import IMAGENET_MEAN, IMAGENET_STD, crop_boxes, normalise, resize_images
 from kprtrack.reid.kpr.checkpoint import checkpoint_settings, load_strict, read_checkpoint, unsupported_features
-from kprtrack.reid.kpr.model import KPR, KPRArch
+from kprtrack.reid.kpr.model import GLOBAL_EMBEDDINGS, KPR, PART_EMBEDDINGS, KPRArch
 from kprtrack.reid.kpr.registry import KPR_WEIGHTS
 from kprtrack.reid.kpr.swin import SWIN_SPECS
 from kprtrack.reid.prompts import PROMPT_GROUPS, build_prompt, frame_prompts
@@ -36,6 +36,7 @@ class KPRReID:
                  height: int = 256, width: int = 128,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  prompts: bool = True, use_negative_keypoints: bool = True, vis_thresh: float = 0.3,
+                 test_embeddings: Sequence[str] | None = None, binary_visibility: bool | None = None,
                  batch_size: int = 32, device: str = "auto", config_conflicts: str = "error",
                  download: bool = True, cpu_malloc: str = "reuse"):
         if cpu_malloc not in ("reuse", "system"):
@@ -45,7 +46,9 @@ class KPRReID:
         settings = dict(backbone=backbone, parts=parts, prompt_parts=prompt_parts, dim=int(dim), height=int(height),
                         width=int(width), mean=[float(v) for v in mean], std=[float(v) for v in std],
                         use_negative_keypoints=bool(use_negative_keypoints), prompts=bool(prompts),
-                        vis_thresh=float(vis_thresh))
+                        vis_thresh=float(vis_thresh),
+                        test_embeddings=None if test_embeddings is None else [str(v) for v in test_embeddings],
+                        binary_visibility=None if binary_visibility is None else bool(binary_visibility))
         state = None
         self.weights_path = None
         if weights:
@@ -194,6 +197,10 @@ def _same(key: str, mine, theirs) -> bool:
 
 def _reconcile(settings: dict, stored: dict, policy: str, path) -> dict:
     stored = dict(stored)
+    # Test-time options left unset take the checkpoint's (as upstream runs it); set ones are compared.
+    for key in UNSET_FROM_CHECKPOINT:
+        if settings.get(key) is None and stored.get(key) is not None:
+            settings = {**settings, key: stored.pop(key)}
     trained_with_prompts = stored.pop("masks_prompting", True)
     settings = {**settings, "masks_prompting": bool(trained_with_prompts)}
     if settings["prompts"] and not trained_with_prompts:
@@ -217,6 +224,19 @@ def _reconcile(settings: dict, stored: dict, policy: str, path) -> dict:
     return {**settings, **{key: theirs for key, _, theirs in conflicts}}
 
 
+UNSET_FROM_CHECKPOINT = ("test_embeddings", "binary_visibility")
+DEFAULT_TEST_EMBEDDINGS = ("bn_foreg", "parts")
+
+
+def _test_embeddings(names) -> tuple[str, str]:
+    names = tuple(DEFAULT_TEST_EMBEDDINGS if names is None else names)
+    if len(names) != 2 or names[0] not in GLOBAL_EMBEDDINGS or names[1] not in PART_EMBEDDINGS:
+        raise InputError(f"reid.test_embeddings={list(names)} is not supported: the tracker takes one global "
+                         f"embedding then the K parts, [one of {', '.join(GLOBAL_EMBEDDINGS)}, one of "
+                         f"{', '.join(PART_EMBEDDINGS)}]")
+    return names
+
+
 def _arch(settings: dict, state: dict | None) -> KPRArch:
     backbone = _arch_name(settings["backbone"])
     if backbone not in SWIN_SPECS:
@@ -238,7 +258,8 @@ def _arch(settings: dict, state: dict | None) -> KPRArch:
                    parts_num=len(parts), prompt_parts_num=len(PROMPT_GROUPS[settings["prompt_parts"]]),
                    use_negative_keypoints=settings["use_negative_keypoints"],
                    masks_prompting=settings.get("masks_prompting", True),
-                   dim_reduce_output=settings["dim"], **extra)
+                   dim_reduce_output=settings["dim"], test_embeddings=_test_embeddings(settings.get("test_embeddings")),
+                   binary_visibility=settings.get("binary_visibility") is not False, **extra)
 
 
 def _device(name: str) -> torch.device:
