@@ -88,6 +88,8 @@ def command_usage(command: str) -> str:
     lines += _indented(_config_body(text, skip_first=has_usage))
     for group, default, _ in groups:
         path = config_dir() / group / f"{default}.yaml"
+        if not path.is_file():  # a group without a default (group: null)
+            continue
         group_text = path.read_text(encoding="utf-8")
         keys = "" if group_text.startswith("# @package _global_") else f"; keys are {group}.<key>"
         lines += ["", f"{group}={default} ({path}{keys}):", *_indented(_config_body(group_text))]

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kprtrack.errors import InputError
 from kprtrack.record import NUM_KEYPOINTS, Detections, Frame
 
 STAT_KEYS = ("detections_in", "dropped_few_keypoints", "dropped_short_tracklets", "zeroed_keypoints",
@@ -32,8 +33,19 @@ class FilterConfig:
 
     @classmethod
     def from_node(cls, node) -> "FilterConfig":
+        """From ``output.filters``; a value of the wrong kind is one InputError naming the key."""
         node = dict(node or {})
-        return cls(**{k: node[k] for k in cls.__dataclass_fields__ if k in node})
+        cfg = cls(**{k: node[k] for k in cls.__dataclass_fields__ if k in node})
+        if not isinstance(cfg.enabled, bool):
+            raise InputError(f"output.filters.enabled must be true or false, not {cfg.enabled!r}")
+        number = isinstance(cfg.keypoint_threshold, (int, float)) and not isinstance(cfg.keypoint_threshold, bool)
+        if not number:
+            raise InputError(f"output.filters.keypoint_threshold must be a number, not {cfg.keypoint_threshold!r}")
+        for key in ("min_visible_keypoints", "min_tracklet_length"):
+            value = getattr(cfg, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InputError(f"output.filters.{key} must be an integer >= 0, not {value!r}")
+        return cfg
 
 
 def _keypoints(people: Detections) -> np.ndarray:

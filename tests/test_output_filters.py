@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kprtrack.cli import main as cli_main
+from kprtrack.errors import InputError
 from kprtrack.output_filters import FilterConfig, SequenceFilter, filter_sequence
 from kprtrack.pipeline import main as run_main
 from kprtrack.record import Detections, Frame
@@ -62,6 +63,10 @@ def test_settings_and_disabled_filters():
     assert stats["dropped_few_keypoints"] == 3
     assert FilterConfig.from_node({"enabled": False, "min_tracklet_length": 5, "other": 1}) == FilterConfig(
         enabled=False, min_tracklet_length=5)
+    for bad in ({"enabled": "auto"}, {"keypoint_threshold": "high"}, {"min_tracklet_length": -1},
+                {"min_visible_keypoints": 2.5}):
+        with pytest.raises(InputError, match=f"output.filters.{next(iter(bad))} must be"):
+            FilterConfig.from_node(bad)
 
 
 def test_sequence_filter_keeps_tracked_people_without_features():
