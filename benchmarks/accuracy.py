@@ -133,7 +133,13 @@ def evaluate_range(gt: np.ndarray, pred: np.ndarray, first: int, last: int, *, a
     gt_rows = crop_rows(gt, first, last)
     if all_visible:
         gt_rows[:, 6] = 1
-    pred_rows = crop_rows(pred, first, last) if len(pred) else np.zeros((0, 10))
+    # Predictions as MOT tracker output: frame,id,box,conf,-1,-1,-1 (anything past the confidence, e.g.
+    # the GT's world coordinates when the GT itself is the prediction, is not a class).
+    pred_rows = np.full((len(pred), 10), -1.0)
+    if len(pred):
+        pred = np.asarray(pred, np.float64)
+        pred_rows[:, :7] = pred[:, :7] if pred.shape[1] >= 7 else np.c_[pred[:, :6], np.ones(len(pred))]
+        pred_rows = crop_rows(pred_rows, first, last)
     with tempfile.TemporaryDirectory(prefix="kprtrack-acc-eval-") as tmp:
         seq_dir = Path(tmp) / "gt" / name
         seq_dir.mkdir(parents=True)
@@ -267,8 +273,9 @@ def limited(frames, count: int | None):
 
 
 def compute_features(source, inputs: Inputs, wanted: set[str], cache_dir: Path, progress: bool = True,
-                     configs: dict | None = None) -> SequenceFeatures:
-    """The stage outputs in ``wanted`` (plus what they need) for one sequence, from the cache or computed."""
+                     configs: dict | None = None, built: dict | None = None) -> SequenceFeatures:
+    """The stage outputs in ``wanted`` (plus what they need) for one sequence, from the cache or computed.
+    ``built``: stage objects kept between sequences (filled here)."""
     from kprtrack.cache import StageCache, stage_key
     from kprtrack.pipeline import batched, build_stage
     from omegaconf import OmegaConf
@@ -282,9 +289,11 @@ def compute_features(source, inputs: Inputs, wanted: set[str], cache_dir: Path, 
     configs = configs or stage_configs(inputs)
     cache = StageCache(cache_dir)
     fingerprint = f"{input_checksum(source)}|frames={inputs.max_frames}"
-    stages, keys, outputs = {}, {}, {}
+    stages = built if built is not None else {}
+    keys, outputs = {}, {}
     for name in order:
-        stages[name] = build_stage(configs[name])
+        if name not in stages:
+            stages[name] = build_stage(configs[name])
         config = {"stage": OmegaConf.to_container(configs[name], resolve=True), "code": code_checksum(stages[name])}
         keys[name] = stage_key(name, config, stages[name], keys.get(STAGES[name]) or "", fingerprint)
         cached = cache.load(name, keys[name])
@@ -469,7 +478,7 @@ def run_mot(args) -> list[dict]:
             if row.kind == "kprtrack":
                 pred, elapsed, _ = track_kprtrack(row, features, last)
             else:
-                pred, elapsed = peers.track_peer(row, features, last, out_dir, args)
+                pred, elapsed, result["fed"] = peers.track_peer(row, features, last, out_dir, args)
         except peers.PeerUnavailable as why:
             result["skipped"] = str(why)
             continue
@@ -513,11 +522,11 @@ def run_posetrack(args) -> list[dict]:
     rows = [r for r in select_rows(args) if r.kind in ("kprtrack", "roboflow")]
     configs = stage_configs(inputs)
     wanted = {"detector", "pose"} | {r.embeddings for r in rows if r.embeddings != "none"}
-    sequences = []
+    sequences, built = [], {}
     for path in files:
         source = PoseTrackSource(load_sequence_json(path), root, False, 25.0)
         sequences.append(compute_features(source, inputs, wanted, Path(args.cache_dir).expanduser(),
-                                          not args.quiet, configs))
+                                          not args.quiet, configs, built))
     out_dir = Path(args.out).expanduser() if args.out else Path(args.cache_dir).expanduser() / "results" / "posetrack"
     results = []
     for row in rows:
@@ -576,7 +585,7 @@ def parse_args(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="with --tracker: a tracker override (repeatable)")
     parser.add_argument("--embeddings", choices=EMBEDDINGS, default="osnet", help="with --tracker: what it gets")
-    parser.add_argument("--boxmot", default=None, help="BoxMOT trackers to run, comma-separated "
+    parser.add_argument("--boxmot", default=None, help="BoxMOT trackers to run, comma-separated, or none "
                                                        f"(default: {','.join(peers.BOXMOT_TRACKERS)})")
     parser.add_argument("--boxmot-venv", default=os.environ.get("KPRTRACK_BOXMOT_VENV", "/tmp/kprtrack-boxmot-venv"))
     parser.add_argument("--gt-flags", choices=("all-visible", "as-is"), default="all-visible",

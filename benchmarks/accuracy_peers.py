@@ -61,16 +61,25 @@ def boxmot_problem(venv: str | Path) -> str | None:
     return None
 
 
+def boxmot_names(option: str | None) -> list[str]:
+    """``--boxmot``: None = every BoxMOT tracker, ``none`` or empty = no BoxMOT row, else a comma list."""
+    if option is None:
+        return list(BOXMOT_TRACKERS)
+    names = [n.strip().lower() for n in option.split(",") if n.strip() and n.strip().lower() != "none"]
+    unknown = set(names) - set(BOXMOT_TRACKERS)
+    if unknown:
+        raise ValueError(f"--boxmot: unknown tracker(s) {sorted(unknown)}; known: {', '.join(BOXMOT_TRACKERS)}")
+    return names
+
+
 def peer_rows(args, Row) -> list:
     rows = []
     version = roboflow_version()
     rows.append(Row(f"Roboflow trackers {version or ''} ByteTrack".replace("  ", " "), "roboflow",
-                    "boxes + scores (IoU only); package defaults", embeddings="none",
+                    "boxes + scores (IoU only); package defaults (30-frame lost buffer, high 0.6, birth 0.7)",
+                    embeddings="none",
                     skipped=None if version else f"Roboflow trackers not installed: {ROBOFLOW_HINT}"))
-    names = [n.strip() for n in (args.boxmot or ",".join(BOXMOT_TRACKERS)).split(",") if n.strip()]
-    unknown = set(names) - set(BOXMOT_TRACKERS)
-    if unknown:
-        raise ValueError(f"--boxmot: unknown tracker(s) {sorted(unknown)}; known: {', '.join(BOXMOT_TRACKERS)}")
+    names = boxmot_names(args.boxmot)
     problem = boxmot_problem(args.boxmot_venv) if names else None
     for name in names:
         label, appearance = BOXMOT_TRACKERS[name]
@@ -94,11 +103,12 @@ def mot_rows(frame: int, boxes: np.ndarray, ids: np.ndarray, scores: np.ndarray)
     return out
 
 
-def track_peer(row, features, last: int, out_dir: Path, args) -> tuple[np.ndarray, float]:
+def track_peer(row, features, last: int, out_dir: Path, args) -> tuple[np.ndarray, float, str]:
+    """MOT rows of frames 1..last, the seconds spent in the tracker's update calls, and how it was fed."""
     if row.kind == "roboflow":
         elapsed, tracked = track_roboflow_detections(features, last)
         rows = [mot_rows(i + 1, d.boxes, d.track_ids, d.scores) for i, d in enumerate(tracked)]
-        return (np.concatenate(rows) if rows else np.zeros((0, 10))), elapsed
+        return (np.concatenate(rows) if rows else np.zeros((0, 10))), elapsed, row.fed
     if row.kind == "boxmot":
         return boxmot_result(row.config, features, last, out_dir, args)
     raise ValueError(f"unknown peer kind {row.kind!r}")
@@ -132,7 +142,7 @@ def track_roboflow_detections(features, last: int):
 _BOXMOT_RESULTS: dict = {}
 
 
-def boxmot_result(name: str, features, last: int, out_dir: Path, args) -> tuple[np.ndarray, float]:
+def boxmot_result(name: str, features, last: int, out_dir: Path, args) -> tuple[np.ndarray, float, str]:
     key = (features.name, last, args.boxmot_venv)
     if key not in _BOXMOT_RESULTS:
         _BOXMOT_RESULTS[key] = run_boxmot(features, last, out_dir / "boxmot", args)
@@ -142,11 +152,21 @@ def boxmot_result(name: str, features, last: int, out_dir: Path, args) -> tuple[
     path = folder / f"{name}.txt"
     text = path.read_text().strip()
     rows = np.array([[float(v) for v in line.split(",")] for line in text.splitlines()]) if text else np.zeros((0, 10))
-    return rows.reshape(-1, 10), report["seconds"][name]
+    return rows.reshape(-1, 10), report["seconds"][name], boxmot_feeding(report["fed"][name])
+
+
+def boxmot_feeding(fed: dict) -> str:
+    """What the runner actually handed this BoxMOT tracker (from its report)."""
+    parts = ["boxes + scores"]
+    if fed.get("embeddings"):
+        parts.append("OSNet x0.25 ONNX embeddings (Detections.embeddings; BoxMOT's own ReID not run)")
+    if fed.get("frame"):
+        parts.append("decoded frames (its camera-motion compensation)")
+    return " + ".join(parts) + f"; {fed.get('class', '?')} with BoxMOT's packaged defaults"
 
 
 def run_boxmot(features, last: int, folder: Path, args) -> tuple[dict, Path]:
-    names = [n.strip() for n in (args.boxmot or ",".join(BOXMOT_TRACKERS)).split(",") if n.strip()]
+    names = boxmot_names(args.boxmot)
     folder.mkdir(parents=True, exist_ok=True)
     offsets = features.offsets[: last + 1]
     feed = {"offsets": offsets, "boxes": features.flat("detector", "boxes")[: offsets[-1]],
