@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +135,18 @@ def _perturb(truth: KitBoxTruth, kind: str, rng) -> np.ndarray:
 KINDS = ["copy", "noise_small", "noise_large", "swap", "drop", "fp", "empty_frames", "chaos"]
 
 
-def _cases(root: Path) -> dict[str, tuple[dict[str, KitBoxTruth], dict[str, np.ndarray]]]:
+def _run_outputs(dataset_root: Path, out: Path, *extra: str) -> Path:
+    """A real ``kprtrack run`` (ground-truth boxes and keypoints, the part_colors ReID) writing both formats."""
+    args = [sys.executable, "-m", "kprtrack", "run", "dataset=posetrack21", f"dataset.root={dataset_root}",
+            "detector=groundtruth", "pose=groundtruth", "reid=part_colors", "run.progress=false",
+            "run.evaluate=false", "output.render=false", f"output.dir={out}", *extra]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def _cases(root: Path) -> dict[str, tuple[dict[str, KitBoxTruth], dict[str, str]]]:
+    """case -> (ground truth, {sequence: prediction MOT text})."""
     from kprtrack.data.demo import generate_demo
 
     demo = generate_demo(root / "demo", seed=3, num_sequences=2, num_frames=30, width=320, height=240)
@@ -147,7 +160,17 @@ def _cases(root: Path) -> dict[str, tuple[dict[str, KitBoxTruth], dict[str, np.n
             preds = {name: _perturb(truth, kind, rng) for name, truth in truths.items()}
             if kind == "drop":
                 preds[sorted(truths)[0]] = np.zeros((0, 10))  # an empty prediction sequence
-            cases[f"{base}_{kind}"] = truths, preds
+            cases[f"{base}_{kind}"] = truths, {name: mot_text(rows) for name, rows in preds.items()}
+    # real run outputs: the PoseTrack JSON (through predictions_from_json) and the MOT writer's txt as written
+    runs = {"demo": _run_outputs(demo, root / "run_demo")}
+    if PT18.is_dir():
+        runs["pt18"] = _run_outputs(PT18.parent.parent, root / "run_pt18", "dataset.annotations_dir=annotations")
+    for base, run in runs.items():
+        truths = bases[base]
+        cases[f"run_{base}_json"] = truths, {
+            name: mot_text(predictions_from_json(run / "posetrack21" / "sequences" / f"{name}.json", truth))
+            for name, truth in truths.items()}
+        cases[f"run_{base}_mot"] = truths, {name: (run / "mot" / f"{name}.txt").read_text() for name in truths}
     return cases
 
 
@@ -157,11 +180,11 @@ def kit_cases(tmp_path_factory):
     root = tmp_path_factory.mktemp("kit_boxes")
     cases_dir = root / "cases"
     ours = {}
-    for case, (truths, preds) in _cases(root).items():
+    for case, (truths, texts) in _cases(root).items():
         for name, truth in truths.items():
             write_posetrack_mot(truth, cases_dir / case / "gt")
             (cases_dir / case / "pred").mkdir(parents=True, exist_ok=True)
-            (cases_dir / case / "pred" / f"{name}.txt").write_text(mot_text(preds[name]))
+            (cases_dir / case / "pred" / f"{name}.txt").write_text(texts[name])
         gt = posetrack_mot_ground_truth(cases_dir / case / "gt")
         ours[case] = gt, {name: predictions_from_mot_txt(cases_dir / case / "pred" / f"{name}.txt") for name in gt}
     hota = run_driver("box_hota.py", cases_dir)
@@ -192,8 +215,11 @@ def test_box_hota_equals_kit(kit_cases, monkeypatch):
         worst[case] = max(diffs)
     print("\nbox HOTA, max |ours - kit| per case:", json.dumps(worst, indent=1))
     assert max(worst.values()) <= TOL, worst
-    # the cases exercise what they are meant to: some predictions removed in ignore regions, some kept
     assert any(np.mean(kit["combined"]["HOTA"]) < 0.99 for kit in hota.values())
+    # a run's JSON and its MOT txt are the same predictions
+    for base in ("demo", "pt18"):
+        if f"run_{base}_json" in hota:
+            assert hota[f"run_{base}_json"]["combined"] == hota[f"run_{base}_mot"]["combined"]
     # which lobe of the self-intersecting region counts (GEOS 3.9's rule, not 3.8's) shows in the numbers
     monkeypatch.setattr(kit_boxes, "GEOS_HOTA", "3.8")
     _, other = box_hota_kit(*ours["stress_fp"])
