@@ -11,9 +11,16 @@ One ``update`` per frame, read top to bottom:
   5. lost tracks not seen for more than track_buffer frames are removed.
 Only confirmed tracks matched in this frame are reported; other rows get track id -1.
 
-Cost of a (track, detection) pair: the part distance in [0, 1] (appearance only, the default), or,
-with ``iou_weight`` > 0, the weighted mean (w_app * app + w_iou * (1 - IoU)) / (w_app + w_iou), so
-the per-round thresholds keep the same [0, 1] scale. Optional gates forbid pairs outright.
+Cost of a (track, detection) pair, in [0, 1] so the per-round thresholds keep one scale:
+- appearance on: the part distance. With ``iou_weight`` > 0, a track matched in the previous frame
+  blends in its predicted box's IoU, (w_app * app + w_iou * (1 - IoU)) / (w_app + w_iou): IoU says
+  something only about a track seen a frame ago. A track unseen for longer (occluded, lost, or at
+  a low frame rate moved far) is matched on appearance alone, so re-identification stays possible
+  (averaging in an IoU of 0 would forbid it);
+- appearance off (``appearance_weight`` 0): 1 - IoU, as ByteTrack.
+Motion gates forbid pairs outright: ``motion_gate`` (box heights, growing by ``motion_gate_growth``
+per frame the track went unseen: the farther back it was seen, the farther it may have walked), the
+Kalman chi2 gate (``motion_gating``), and ``min_iou``.
 """
 from __future__ import annotations
 
@@ -46,6 +53,8 @@ class KPRTracker:
         kalman: bool = False,
         motion_gating: bool = False,
         min_iou: float = 0.0,
+        motion_gate: float = 0.0,
+        motion_gate_growth: float = 0.5,
     ) -> None:
         if appearance_weight < 0 or iou_weight < 0 or appearance_weight + iou_weight <= 0:
             raise ValueError(
@@ -58,6 +67,8 @@ class KPRTracker:
             raise ValueError(f"ema_alpha must be in [0, 1], got {ema_alpha}")
         if track_buffer < 0:
             raise ValueError(f"track_buffer must be >= 0 frames, got {track_buffer}")
+        if motion_gate < 0 or motion_gate_growth < 0:
+            raise ValueError(f"motion_gate ({motion_gate}) and motion_gate_growth ({motion_gate_growth}) must be >= 0")
         self.det_high_thresh = float(det_high_thresh)
         self.det_low_thresh = float(det_low_thresh)
         self.new_track_thresh = float(new_track_thresh)
@@ -71,6 +82,8 @@ class KPRTracker:
         self.iou_weight = float(iou_weight)
         self.motion_gating = bool(motion_gating)
         self.min_iou = float(min_iou)
+        self.motion_gate = float(motion_gate)
+        self.motion_gate_growth = float(motion_gate_growth)
         self.tracks = TrackStore(use_kalman=bool(kalman))
         self.reset()
 
@@ -229,29 +242,45 @@ class KPRTracker:
         dots = None
         if tracks.size == 0 or len(detections) == 0:
             return np.zeros((tracks.size, len(detections)), np.float64), dots
+        boxes = np.where(valid[:, None], detections.boxes, 0.0)
         if self.uses_appearance:
             # No common visible part: appearance knows nothing, so the pair is never matched.
             app, has_common, dots = masked_part_distance(
                 tracks.column("feats"), tracks.column("sqrt_vis"), feats, np.sqrt(vis),
                 tracks.column("sq_norms"), sq_norms, scale_b=inv_norms, return_dots=True,
             )
-            cost = (app if self.appearance_weight == 1.0 else self.appearance_weight * app).astype(np.float64)
+            cost = app.astype(np.float64)
             # Unusable detections have all-zero visibility (see _usable_rows): no common part already.
             forbidden = ~has_common
         else:
-            cost = np.zeros((tracks.size, len(detections)), np.float64)
+            cost = np.ones((tracks.size, len(detections)), np.float64)
             forbidden = np.repeat(~valid[None, :], tracks.size, axis=0)
         if self.iou_weight > 0 or self.min_iou > 0:
-            boxes = np.where(valid[:, None], detections.boxes, 0.0)
             iou = iou_matrix(tracks.predicted_boxes(), boxes)
-            cost += self.iou_weight * (1.0 - iou)
+            if not self.uses_appearance:
+                cost -= iou
+            elif self.iou_weight > 0:
+                recent = (tracks.column("last_frame") == self.frame - 1).nonzero()[0]
+                total = self.appearance_weight + self.iou_weight
+                cost[recent] = (self.appearance_weight * cost[recent] + self.iou_weight * (1.0 - iou[recent])) / total
             if self.min_iou > 0:
                 forbidden |= iou < self.min_iou
-        if self.appearance_weight + self.iou_weight != 1.0:  # dividing by 1 is a no-op; skip it
-            cost /= self.appearance_weight + self.iou_weight
+        if self.motion_gate > 0:
+            forbidden |= self._beyond_motion_gate(boxes)
         if self.motion_gating:
-            boxes = np.where(valid[:, None], detections.boxes, 0.0)
             distance = kalman.gating_distance(tracks.column("mean"), tracks.column("cov"), kalman.boxes_to_xyah(boxes))
             forbidden |= distance > kalman.CHI2_95_4DOF
         cost[forbidden] = np.inf
         return cost, dots
+
+    def _beyond_motion_gate(self, boxes: np.ndarray) -> np.ndarray:
+        """[tracks, detections]: the detection's centre is farther from the track's predicted centre than
+        (motion_gate + motion_gate_growth * (frames unseen - 1)) predicted box heights."""
+        predicted = self.tracks.predicted_boxes()
+        heights = np.maximum(predicted[:, 3] - predicted[:, 1], 1.0)
+        unseen = self.frame - self.tracks.column("last_frame")
+        radius = heights * (self.motion_gate + self.motion_gate_growth * (unseen - 1))
+        track_centres = (predicted[:, :2] + predicted[:, 2:]) / 2
+        det_centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        offsets = track_centres[:, None, :] - det_centres[None, :, :]
+        return offsets[..., 0] ** 2 + offsets[..., 1] ** 2 > (radius ** 2)[:, None]
