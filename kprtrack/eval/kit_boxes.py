@@ -32,16 +32,10 @@ from scipy.optimize import linear_sum_assignment
 
 from kprtrack.data.posetrack import load_sequence_json
 from kprtrack.errors import InputError
+from kprtrack.eval.kit_keypoints import ALPHAS, FIELDS, INTEGER_ARRAY_FIELDS  # the kit's HOTA fields, both kinds
 from kprtrack.eval.mot import read_mot_txt
 from kprtrack.io import read_input_text, write_json, write_text
 
-ALPHAS = np.arange(0.05, 0.99, 0.05)
-FLOAT_ARRAY_FIELDS = ["HOTA", "DetA", "AssA", "FragA", "DetRe", "DetPr", "AssRe", "AssPr", "LocA", "RHOTA",
-                      "FA-HOTA", "FA-RHOTA"]
-INTEGER_ARRAY_FIELDS = ["HOTA_TP", "HOTA_FN", "HOTA_FP"]
-FLOAT_FIELDS = ["HOTA(0)", "LocA(0)", "HOTALocA(0)"]
-INTEGER_FIELDS = ["HOTA_TP(0)", "HOTA_FN(0)", "HOTA_FP(0)"]
-FIELDS = FLOAT_ARRAY_FIELDS + INTEGER_ARRAY_FIELDS + FLOAT_FIELDS + INTEGER_FIELDS
 IGNORE_IOU = 0.1  # both kit scripts: a box "is in" an ignore region when IoU > 0.1
 # Which GEOS decides what buffer(0) keeps of a self-intersecting region: run_mot.py's pinned shapely 1.8.0
 # bundles GEOS 3.9.1, evaluate_mot.py's pinned shapely 1.7.1 bundles GEOS 3.8.

@@ -11,15 +11,7 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.environ["KIT_ROOT"], "eval", "posetrack21"))
-import posetrack21.trackeval as trackeval  # noqa: E402
-
-
-def plain(value):
-    try:
-        return value.tolist()
-    except AttributeError:
-        return value
+from pose_hota import plain, trackeval  # the keypoint driver's helper and its import of the kit
 
 
 def evaluate(gt_dir, pred_dir):

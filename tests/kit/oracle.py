@@ -42,7 +42,10 @@ def _build_venv() -> tuple[Path | None, str]:
 
 def kit_python() -> Path:
     """The kit venv's interpreter, or skip the calling test with the reason."""
-    python, reason = _build_venv()
+    return _or_skip(*_build_venv())
+
+
+def _or_skip(python: Path | None, reason: str) -> Path:
     if python is None:
         pytest.skip(reason)
     return python
@@ -50,7 +53,10 @@ def kit_python() -> Path:
 
 def run_driver(driver: str, *args: str | Path, timeout: float = 600) -> dict:
     """Run ``tests/kit/<driver>`` under the kit's Python; it prints one JSON document on its last line."""
-    python = kit_python()
+    return _run_under(kit_python(), driver, *args, timeout=timeout)
+
+
+def _run_under(python: Path, driver: str, *args: str | Path, timeout: float = 600) -> dict:
     env = dict(os.environ, KIT_ROOT=str(kit_root()), PYTHONWARNINGS="ignore")
     done = subprocess.run([str(python), str(HERE / driver), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env)
@@ -108,23 +114,12 @@ def _build_mot_venv() -> tuple[Path | None, str]:
 
 def mot_kit_python() -> Path:
     """The interpreter of the venv that runs eval/mot/evaluate_mot.py, or skip the calling test with the reason."""
-    python, reason = _build_mot_venv()
-    if python is None:
-        pytest.skip(reason)
-    return python
+    return _or_skip(*_build_mot_venv())
 
 
 def run_mot_driver(driver: str, *args: str | Path, timeout: float = 600) -> dict:
     """Like run_driver, under the evaluate_mot.py venv (:func:`mot_kit_python`)."""
-    python = mot_kit_python()
-    env = dict(os.environ, KIT_ROOT=str(kit_root()), PYTHONWARNINGS="ignore")
-    done = subprocess.run([str(python), str(HERE / driver), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    if done.returncode != 0:
-        raise AssertionError(f"kit driver {driver} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
-                             f"{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
+    return _run_under(mot_kit_python(), driver, *args, timeout=timeout)
 
 if __name__ == "__main__":  # python tests/kit/oracle.py: build the venv and say where it is
     python, why = _build_venv()
