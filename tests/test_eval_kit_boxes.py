@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kprtrack.eval.kit_boxes import (FIELDS, KitBoxTruth, box_hota_kit, mot_text, posetrack_mot_ground_truth,
-                                     predictions_from_json, predictions_from_mot_txt, region_ious,
-                                     truth_from_posetrack_json, write_posetrack_mot)
 from kprtrack.eval import kit_boxes, kit_mot_clear
+from kprtrack.eval.kit_boxes import (FIELDS, KitBoxTruth, box_hota_kit, load_predictions, mot_text,
+                                     posetrack_mot_ground_truth, predictions_from_json, predictions_from_mot_txt,
+                                     region_ious, truth_from_posetrack_json, write_posetrack_mot)
 from kprtrack.eval.kit_mot_clear import METRICS, clear_identity_kit
 from tests.kit.oracle import REPO, run_driver, run_mot_driver
 
@@ -167,9 +167,8 @@ def _cases(root: Path) -> dict[str, tuple[dict[str, KitBoxTruth], dict[str, str]
         runs["pt18"] = _run_outputs(PT18.parent.parent, root / "run_pt18", "dataset.annotations_dir=annotations")
     for base, run in runs.items():
         truths = bases[base]
-        cases[f"run_{base}_json"] = truths, {
-            name: mot_text(predictions_from_json(run / "posetrack21" / "sequences" / f"{name}.json", truth))
-            for name, truth in truths.items()}
+        preds = load_predictions(run / "posetrack21" / "sequences", truths)
+        cases[f"run_{base}_json"] = truths, {name: mot_text(rows) for name, rows in preds.items()}
         cases[f"run_{base}_mot"] = truths, {name: (run / "mot" / f"{name}.txt").read_text() for name in truths}
     return cases
 

@@ -188,6 +188,21 @@ def predictions_from_mot_txt(path: str | Path) -> np.ndarray:
     return read_mot_txt(path, min_columns=6).rows
 
 
+def load_predictions(folder: str | Path, truths: dict[str, KitBoxTruth]) -> dict[str, np.ndarray]:
+    """Predicted rows for every GT sequence from ``folder``: ``<seq>.json`` (PoseTrack JSON, see
+    :func:`predictions_from_json`) or else ``<seq>.txt`` (MOT rows). A missing file is an error, as in run_mot.py."""
+    folder = Path(folder)
+    out = {}
+    for name, truth in truths.items():
+        if (folder / f"{name}.json").is_file():
+            out[name] = predictions_from_json(folder / f"{name}.json", truth)
+        elif (folder / f"{name}.txt").is_file():
+            out[name] = predictions_from_mot_txt(folder / f"{name}.txt")
+        else:
+            raise InputError(f"no prediction file for sequence {name} ({name}.json or {name}.txt)", folder)
+    return out
+
+
 def frame_rows(rows: np.ndarray, num_frames: int, name: str, what: str) -> list[np.ndarray]:
     """Rows grouped by timestep (file order kept); a frame outside 1..num_frames is an error, as in the kit."""
     rows = np.asarray(rows, np.float64)
@@ -266,60 +281,60 @@ def _decompose(ring: np.ndarray, geos: str = GEOS_HOTA) -> _Trapezoids:
         u = (diff[..., 0] * d[:, None, 1] - diff[..., 1] * d[:, None, 0]) / denom
         proper = (denom != 0) & (t > 0) & (t < 1) & (u > 0) & (u < 1)
         cross_y = (a[:, None, 1] + t * d[:, None, 1])[proper]
+        # a simple ring (no two non-adjacent edges meet, not even end to edge or along a line) is one polygon
+        gap = np.abs(np.arange(len(a))[:, None] - np.arange(len(a))[None, :])
+        apart = (gap > 1) & (gap < len(a) - 1)
+        meet = (denom != 0) & (t >= 0) & (t <= 1) & (u >= 0) & (u <= 1)
+        along = d[:, None, 0] * diff[..., 1] - d[:, None, 1] * diff[..., 0]
+        s0 = (diff * d[:, None, :]).sum(-1) / (d * d).sum(-1)[:, None]
+        s1 = s0 + (d[None, :, :] * d[:, None, :]).sum(-1) / (d * d).sum(-1)[:, None]
+        overlap = (denom == 0) & (along == 0) & (np.maximum(s0, s1) >= 0) & (np.minimum(s0, s1) <= 1)
+        simple = not np.any((meet | overlap) & apart)
     ys = np.unique(np.concatenate([ring[:, 1], cross_y]))
     lo, hi = np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1])
     up = np.where(b[:, 1] > a[:, 1], 1, -1)
-    traps, slab_of = [], []
-    for k in range(len(ys) - 1):
-        y0, y1 = ys[k], ys[k + 1]
-        ym = 0.5 * (y0 + y1)
-        edges = np.flatnonzero((lo < ym) & (hi > ym))
-        if len(edges) < 2:
-            continue
-        ea, ed = a[edges], d[edges]
-        x_at = lambda y: ea[:, 0] + (y - ea[:, 1]) / ed[:, 1] * ed[:, 0]  # noqa: E731
-        order = np.argsort(x_at(ym), kind="stable")
-        edges, x0, x1 = edges[order], x_at(y0)[order], x_at(y1)[order]
-        # winding just right of crossing q = sum of directions of the crossings further right
-        winding = np.cumsum(up[edges][::-1])[::-1][1:]
-        kept = sign * winding >= 1
-        q = 0
-        while q < len(kept):
-            if not kept[q]:
-                q += 1
-                continue
-            start = q
-            while q < len(kept) and kept[q]:
-                q += 1
-            traps.append((y0, y1, x0[start], x1[start], x0[q], x1[q]))
-            slab_of.append(k)
-    if not traps:
+    # every slab between consecutive critical ys at once: [slab, edge], edges sorted by x mid-slab
+    y0s, y1s = ys[:-1, None], ys[1:, None]
+    ym = 0.5 * (y0s + y1s)
+    crossing = (lo < ym) & (hi > ym)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_mid = np.where(crossing, a[:, 0] + (ym - a[:, 1]) / d[:, 1] * d[:, 0], np.inf)
+    order = np.argsort(x_mid, axis=1, kind="stable")
+    count = crossing.sum(1)
+    direction = np.take_along_axis(np.where(crossing, up, 0), order, axis=1)
+    # winding just right of the q-th crossing = sum of the directions of the crossings further right
+    winding = direction.sum(1, keepdims=True) - np.cumsum(direction, axis=1)
+    q = np.arange(len(a))[None, :]
+    kept = (sign * winding >= 1) & (q < count[:, None] - 1)
+    before = np.pad(kept[:, :-1], ((0, 0), (1, 0)))
+    after = np.pad(kept[:, 1:], ((0, 0), (0, 1)))
+    slab, first = np.nonzero(kept & ~before)
+    _, last = np.nonzero(kept & ~after)
+    if not len(slab):
         return empty
-    arr = np.asarray(traps, np.float64)
-    y0, y1, l0, l1, r0, r1 = arr.T
+    left, right = order[slab, first], order[slab, last + 1]
+    y0, y1 = ys[slab], ys[slab + 1]
+    x_at = lambda e, y: a[e, 0] + (y - a[e, 1]) / d[e, 1] * d[e, 0]  # noqa: E731
+    traps = np.stack([y0, y1, x_at(left, y0), x_at(left, y1), x_at(right, y0), x_at(right, y1)], 1)
+    y0, y1, l0, l1, r0, r1 = traps.T
     area = float(np.sum((y1 - y0) * 0.5 * ((r0 - l0) + (r1 - l1))))
-    return _Trapezoids(y0, y1, l0, l1, r0, r1, _count_parts(arr, np.asarray(slab_of)), area)
+    return _Trapezoids(y0, y1, l0, l1, r0, r1, 1 if simple else _count_parts(traps, slab), area)
 
 
 def _count_parts(arr: np.ndarray, slab: np.ndarray) -> int:
     """Connected pieces: trapezoids of consecutive slabs sharing a boundary stretch of positive length."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     y0, y1, l0, l1, r0, r1 = arr.T
     scale = max(1.0, float(np.abs(arr).max()))
     # slivers from rounding (a crossing computed a hair off a vertex) are no part of their own
     big = (y1 - y0) * 0.5 * ((r0 - l0) + (r1 - l1)) > 1e-12 * scale ** 2
-    parent = list(range(len(arr)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(arr)):
-        for j in np.flatnonzero((slab == slab[i] + 1) & (y0 == y1[i])):
-            if min(r1[i], r0[j]) - max(l1[i], l0[j]) > 1e-9 * scale:
-                parent[root(i)] = root(int(j))
-    return len({root(i) for i in range(len(arr)) if big[i]})
+    touching = ((slab[None, :] == slab[:, None] + 1) & (y0[None, :] == y1[:, None])
+                & (np.minimum(r1[:, None], r0[None, :]) - np.maximum(l1[:, None], l0[None, :]) > 1e-9 * scale))
+    i, j = np.nonzero(touching)
+    _, label = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(len(arr),) * 2), directed=False)
+    return len(np.unique(label[big]))
 
 
 @lru_cache(maxsize=4096)
@@ -375,9 +390,13 @@ def boxes_in_regions(regions: list[np.ndarray], boxes_xyxy: np.ndarray, float32:
     """[B] bool: IoU > 0.1 with any region (``float32``: the MOTA script stores IoUs as float32 first).
     Regions with fewer than 3 points match nothing (shapely would refuse to build them)."""
     boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    lo, hi = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
     hit = np.zeros(len(boxes), bool)
     for polygon in regions:
         if len(polygon) < 3 or not len(boxes):
+            continue
+        # no overlap with the polygon's bounding box: IoU 0 (and no need to decompose the polygon)
+        if not np.any(np.all((lo < polygon.max(0)) & (hi > polygon.min(0)), axis=1)):
             continue
         iou = region_ious(polygon, boxes, geos)
         hit |= (iou.astype(np.float32) if float32 else iou) > IGNORE_IOU
