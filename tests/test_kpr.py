@@ -334,3 +334,43 @@ def test_msf_spatial_scale(tmp_path, fake_yacs, scale, ok):
     else:
         with pytest.raises(InputError, match="msf_spatial_scale=8"):
             KPRReID(weights=str(path), **SMALL)
+
+
+SOL_MICRO = "solider_swin_base_patch4_window7_224"
+
+
+def test_kpr_sol_checkpoint_loads_strictly_with_its_semantic_weight(tmp_path, fake_yacs, monkeypatch):
+    from kprtrack.reid.kpr import solider
+
+    monkeypatch.setitem(solider.SOLIDER_SPECS, SOL_MICRO, solider.SoliderSpec(
+        embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)))
+    config = _upstream_config(backbone=SOL_MICRO, h=96, w=32)
+    config["data"].update(norm_mean=[0.5, 0.5, 0.5], norm_std=[0.5, 0.5, 0.5])
+    config["model"]["solider"] = {"semantic_weight": 0.5}
+    path = tmp_path / "kpr_occ_pt_SOLIDER_fake.pth.tar"
+    source = _save_upstream_checkpoint(path, fake_yacs, _arch(backbone=SOL_MICRO, height=96, width=32,
+                                                               semantic_weight=0.5), config)
+    sol = dict(backbone=SOL_MICRO, height=96, width=32, dim=32, mean=[0.5] * 3, std=[0.5] * 3)
+    reid = KPRReID(weights=str(path), device="cpu", **sol)
+    assert reid.arch.semantic_weight == 0.5
+    crops = [np.random.default_rng(i).integers(0, 255, (90, 30, 3), dtype=np.uint8) for i in range(2)]
+    emb, vis = reid.embed_crops(crops)
+    from kprtrack.reid.crops import normalise, resize_images
+
+    with torch.no_grad():
+        ref_emb, _ = source.eval()(torch.from_numpy(normalise(resize_images(crops, (96, 32)), [0.5] * 3, [0.5] * 3)))
+    np.testing.assert_allclose(emb, ref_emb.numpy(), atol=1e-5)
+    # the same conflict report as KPR_IN: IN defaults against a SOLIDER checkpoint
+    with pytest.raises(InputError) as err:
+        KPRReID(weights=str(path), backbone=MICRO, height=96, width=32, dim=32)
+    assert f"reid.backbone='{MICRO}' but checkpoint has '{SOL_MICRO}'" in str(err.value)
+    assert "reid.mean=[0.485, 0.456, 0.406] but checkpoint has [0.5, 0.5, 0.5]" in str(err.value)
+
+
+def test_registry_lists_every_published_kpr_file():
+    from kprtrack.reid.kpr.registry import KPR_WEIGHTS
+
+    sol = {k: v for k, v in KPR_WEIGHTS.items() if k.endswith("_SOLIDER")}
+    assert {"kpr_occ_pt_SOLIDER", "kpr_market_SOLIDER"} <= set(sol)
+    assert all(v.meta["height"] == 384 and v.meta["backbone"] == SOL_MICRO for v in sol.values())
+    assert KPR_WEIGHTS["kpr_market_SOLIDER"].file_name == "kpr_market_SOLIDER_93.25_96.59_41453430.pth.tar"

@@ -85,6 +85,7 @@ def checkpoint_settings(state: dict[str, torch.Tensor], config: dict) -> dict[st
         "masks_prompting": trans("masks_prompting"), "vis_thresh": kpr("keypoints.vis_thresh"),
         # Test-time choices upstream reads from the same config: which embeddings, binary visibility.
         "test_embeddings": kpr("test_embeddings"), "binary_visibility": kpr("testing_binary_visibility_score"),
+        "semantic_weight": lookup(config, "model.solider.semantic_weight"),
     }
     out.update({k: v for k, v in pairs.items() if v is not None})
     # Tensor shapes are the ground truth for the architecture.

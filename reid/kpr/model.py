@@ -38,6 +38,7 @@ class KPRArch:
     sie_tokens: int = 0
     test_embeddings: tuple[str, str] = ("bn_foreg", "parts")
     binary_visibility: bool = True
+    semantic_weight: float = 0.2  # SOLIDER backbones only (upstream model.solider.semantic_weight)
 
     @property
     def prompt_channels(self) -> int:
@@ -55,7 +56,8 @@ class KPR(nn.Module):
         tokenizer_channels = arch.prompt_channels - (1 if arch.no_background_token else 0)
         self.backbone_appearance_feature_extractor = PromptableSwin(
             arch.backbone, (arch.height, arch.width), tokenizer_channels, arch.prompt_parts_num,
-            arch.use_negative_keypoints, arch.masks_prompting, arch.no_background_token, arch.sie_tokens)
+            arch.use_negative_keypoints, arch.masks_prompting, arch.no_background_token, arch.sie_tokens,
+            arch.semantic_weight)
         stage_dims = self.backbone_appearance_feature_extractor.stage_dims
         depth = stage_dims[-1]
         self.msf = MultiStageFusion(sum(stage_dims), depth)

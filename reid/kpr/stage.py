@@ -16,6 +16,7 @@ from kprtrack.reid.crops import IMAGENET_MEAN, IMAGENET_STD, crop_boxes, normali
 from kprtrack.reid.kpr.checkpoint import checkpoint_settings, load_strict, read_checkpoint, unsupported_features
 from kprtrack.reid.kpr.model import GLOBAL_EMBEDDINGS, KPR, PART_EMBEDDINGS, KPRArch
 from kprtrack.reid.kpr.registry import KPR_WEIGHTS
+from kprtrack.reid.kpr.solider import SOLIDER_SPECS
 from kprtrack.reid.kpr.swin import SWIN_SPECS
 from kprtrack.reid.prompts import PROMPT_GROUPS, build_prompt, frame_prompts
 from kprtrack.weights import resolve_weights
@@ -37,6 +38,7 @@ class KPRReID:
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  prompts: bool = True, use_negative_keypoints: bool = True, vis_thresh: float = 0.3,
                  test_embeddings: Sequence[str] | None = None, binary_visibility: bool | None = None,
+                 semantic_weight: float | None = None,
                  batch_size: int = 32, device: str = "auto", config_conflicts: str = "error",
                  download: bool = True, cpu_malloc: str = "reuse"):
         if cpu_malloc not in ("reuse", "system"):
@@ -48,7 +50,8 @@ class KPRReID:
                         use_negative_keypoints=bool(use_negative_keypoints), prompts=bool(prompts),
                         vis_thresh=float(vis_thresh),
                         test_embeddings=None if test_embeddings is None else [str(v) for v in test_embeddings],
-                        binary_visibility=None if binary_visibility is None else bool(binary_visibility))
+                        binary_visibility=None if binary_visibility is None else bool(binary_visibility),
+                        semantic_weight=None if semantic_weight is None else float(semantic_weight))
         state = None
         self.weights_path = None
         if weights:
@@ -224,7 +227,8 @@ def _reconcile(settings: dict, stored: dict, policy: str, path) -> dict:
     return {**settings, **{key: theirs for key, _, theirs in conflicts}}
 
 
-UNSET_FROM_CHECKPOINT = ("test_embeddings", "binary_visibility")
+UNSET_FROM_CHECKPOINT = ("test_embeddings", "binary_visibility", "semantic_weight")
+DEFAULT_SEMANTIC_WEIGHT = 0.2  # upstream default_config model.solider.semantic_weight
 DEFAULT_TEST_EMBEDDINGS = ("bn_foreg", "parts")
 
 
@@ -239,9 +243,9 @@ def _test_embeddings(names) -> tuple[str, str]:
 
 def _arch(settings: dict, state: dict | None) -> KPRArch:
     backbone = _arch_name(settings["backbone"])
-    if backbone not in SWIN_SPECS:
+    if backbone not in SWIN_SPECS and backbone not in SOLIDER_SPECS:
         raise MissingModelError(f"KPR backbone {settings['backbone']!r} is not implemented "
-                                f"(available: {', '.join(SWIN_SPECS)})")
+                                f"(available: {', '.join([*SWIN_SPECS, *SOLIDER_SPECS])})")
     if settings["prompt_parts"] not in PROMPT_GROUPS:
         raise InputError(f"reid.prompt_parts={settings['prompt_parts']!r} unknown (known: {', '.join(PROMPT_GROUPS)})")
     parts = PART_SCHEMES.get(settings["parts"])
@@ -259,7 +263,9 @@ def _arch(settings: dict, state: dict | None) -> KPRArch:
                    use_negative_keypoints=settings["use_negative_keypoints"],
                    masks_prompting=settings.get("masks_prompting", True),
                    dim_reduce_output=settings["dim"], test_embeddings=_test_embeddings(settings.get("test_embeddings")),
-                   binary_visibility=settings.get("binary_visibility") is not False, **extra)
+                   binary_visibility=settings.get("binary_visibility") is not False,
+                   semantic_weight=DEFAULT_SEMANTIC_WEIGHT if settings.get("semantic_weight") is None
+                   else settings["semantic_weight"], **extra)
 
 
 def _device(name: str) -> torch.device:

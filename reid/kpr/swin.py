@@ -294,6 +294,14 @@ class SwinTransformer(nn.Module):
             outs.append(x)
         return outs
 
+    def forward_tokens(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Patch tokens [N, h, w, C] (prompt already added) -> per-stage maps [N, C_i, h_i, w_i]."""
+        outs = []
+        for stage in self.layers:
+            tokens = stage(tokens)
+            outs.append(tokens.permute(0, 3, 1, 2))
+        return outs
+
 
 def _init_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
