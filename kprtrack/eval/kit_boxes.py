@@ -32,7 +32,8 @@ from scipy.optimize import linear_sum_assignment
 
 from kprtrack.data.posetrack import load_sequence_json
 from kprtrack.errors import InputError
-from kprtrack.eval.kit_keypoints import ALPHAS, FIELDS, INTEGER_ARRAY_FIELDS  # the kit's HOTA fields, both kinds
+# the kit's HOTA fields (the same for keypoints and boxes) and its id relabelling (negative ids wrap around)
+from kprtrack.eval.kit_keypoints import ALPHAS, FIELDS, INTEGER_ARRAY_FIELDS, _relabel
 from kprtrack.eval.mot import read_mot_txt
 from kprtrack.io import read_input_text, write_json, write_text
 
@@ -412,13 +413,6 @@ def box_ious_xywh(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
                                             np.asarray(pred, np.float64).reshape(-1, 4), box_format="xywh")
 
 
-def _relabel(ids: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-    unique = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
-    if not len(unique):
-        return ids, 0
-    return [np.searchsorted(unique, x).astype(np.int64) for x in ids], len(unique)
-
-
 def kit_sequence_data(truth: KitBoxTruth, pred_rows: np.ndarray | None) -> dict:
     """posetrack_mot.py's ``get_preprocessed_seq_data``: the dict trackeval's HOTA takes."""
     n = truth.num_frames
@@ -453,6 +447,10 @@ def kit_sequence_data(truth: KitBoxTruth, pred_rows: np.ndarray | None) -> dict:
         sims.append(sim)
     gt_ids, num_gt_ids = _relabel(gt_ids)
     pr_ids, num_pr_ids = _relabel(pr_ids)
+    for t, ids in enumerate(gt_ids + pr_ids):
+        if len(np.unique(ids)) != len(ids):  # a negative id wrapped onto another one, as the kit's table does
+            raise InputError(f"{truth.name}: two ids share a label in frame {t % n + 1} after the kit's relabelling "
+                             "(negative ids); the kit refuses this")
     return {"gt_ids": gt_ids, "tracker_ids": pr_ids, "similarity_scores": sims, "num_timesteps": n,
             "num_gt_ids": num_gt_ids, "num_tracker_ids": num_pr_ids, "seq": truth.name,
             "num_gt_dets": int(sum(map(len, gt_ids))), "num_tracker_dets": int(sum(map(len, pr_ids)))}
