@@ -17,7 +17,14 @@ module reproduces it in numpy, quirks included:
 The same ground truth (:class:`KitBoxTruth`) also feeds :mod:`kprtrack.eval.kit_mot_clear` (the kit's
 MOTA/IDF1). Data sets without a ``posetrack_mot`` folder get the equivalent from their PoseTrack JSON
 (:func:`truth_from_posetrack_json`): every image in file order, every annotation with a box, id =
-``track_id``, conf 1, class -1, ignore regions from the image.
+``track_id``, conf 1, class -1, ignore regions from the image. ``image_info`` must number its frames
+1, 2, ... in file order (PoseTrack21's do; both kit scripts silently disagree with each other otherwise).
+
+API: ``truths = posetrack_mot_ground_truth(path)`` ({seq: KitBoxTruth}); ``preds = load_predictions(folder,
+truths)`` (or ``predictions_from_json`` / ``predictions_from_mot_txt`` per sequence: [R, >= 6] MOT rows,
+frame = image position + 1); ``per_seq, combined = box_hota_kit(truths, preds)``;
+``kit_mot_clear.clear_identity_kit(truths, preds)``. ``write_posetrack_mot`` and ``mot_text`` write files
+the kit itself reads.
 """
 from __future__ import annotations
 
