@@ -30,7 +30,8 @@ TOL = 1e-6
 # ------------------------------------------------------------------------------------------- the cases
 def _stress_truths() -> dict[str, KitBoxTruth]:
     """Tracks walking past three kinds of ignore region (concave, self-intersecting bow tie, flat-list form),
-    frames without any person, a track born late, a 1-frame sequence and a sequence without GT rows."""
+    frames without any person, a track born late, rows with conf 0, a 1-frame sequence and a sequence
+    without GT rows."""
     rng = np.random.default_rng(7)
     concave = [[300, 200, 420, 420, 360, 360, 300], [20, 20, 20, 60, 60, 140, 140]]
     # edges cross at (120, 270); shapely 1.8 (GEOS 3.9) keeps the right lobe, shapely 1.7 (GEOS 3.8) the left
@@ -58,7 +59,8 @@ def _stress_truths() -> dict[str, KitBoxTruth]:
                 continue
             x = 30 + 110 * track + 6 * t + rng.normal(0, 2)
             y = 120 + 20 * np.sin(t / 4 + track)
-            rows.append([t + 1, track + 1, round(x, 2), round(y, 2), 50 + 5 * track, 110 + 3 * track, 1, -1, -1, -1])
+            conf = 0 if track == 2 and 14 <= t <= 17 else 1  # conf 0: only the MOTA script skips these rows
+            rows.append([t + 1, track + 1, round(x, 2), round(y, 2), 50 + 5 * track, 110 + 3 * track, conf, -1, -1, -1])
     truths["stress_a"] = KitBoxTruth("stress_a", info, np.asarray(rows, float))
     truths["stress_b"] = KitBoxTruth("stress_b", [{"file_name": "images/val/stress_b/000000.jpg", "id": 1,
                                                    "frame_id": 1, "vid_id": "b", "frame_index": 1,
