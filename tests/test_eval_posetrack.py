@@ -151,9 +151,14 @@ def test_unlabeled_frames_do_not_count(tmp_path):
     gt["images"][3]["is_labeled"] = False
     pred = _as_prediction(gt)
     pred["annotations"] = [a for a in pred["annotations"] if a["image_id"] != gt["images"][3]["id"]]
-    result = evaluate_posetrack(_write(tmp_path / "gt", "s", gt), _write(tmp_path / "pr", "s", pred), None, QUIET)
-    assert result["box"]["combined"]["HOTA"] == pytest.approx(1.0)
-    assert result["keypoints"]["combined"]["HOTA"] == pytest.approx(1.0)
+    gt_dir, pred_dir = _write(tmp_path / "gt", "s", gt), _write(tmp_path / "pr", "s", pred)
+    corrected = evaluate_posetrack(gt_dir, pred_dir, None, {**QUIET, "protocol": "corrected"})
+    assert corrected["box"]["combined"]["HOTA"] == pytest.approx(1.0)
+    assert corrected["keypoints"]["combined"]["HOTA"] == pytest.approx(1.0)
+    # The kit's box metrics (run_mot.py) count every frame with boxes, labeled or not: frame 4 is all misses.
+    kit = evaluate_posetrack(gt_dir, pred_dir, None, QUIET)
+    assert kit["keypoints"]["combined"]["HOTA"] == pytest.approx(1.0)
+    assert kit["box"]["combined"]["DetA"] == pytest.approx(0.75) and kit["box"]["combined"]["CLR_FN"] == 11
 
 
 def test_eval_refuses_filters_it_no_longer_applies(tmp_path):

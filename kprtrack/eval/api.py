@@ -63,12 +63,12 @@ def evaluate_posetrack(gt_dir: Path, pred_dir: Path, out_dir: Path | None, cfg: 
     gt_dir, pred_dir = Path(gt_dir).expanduser(), Path(pred_dir).expanduser()
     files = _posetrack_files(gt_dir, pred_dir, cfg)
     names = [cfg.protocol] + [p for p in protocols.PROTOCOLS if p != cfg.protocol and cfg.compare_protocols]
-    runs = {name: protocols.make(name, cfg) for name in names}
+    runs = {name: protocols.make(name, cfg, gt_dir) for name in names}
     for gt_file in _progress(files, cfg, "eval posetrack"):
         seq, truth = load_ground_truth(gt_file)
         preds = load_predictions(pred_dir / gt_file.name, seq)
         for protocol in runs.values():
-            protocol.add(seq, truth, preds)
+            protocol.add(seq, truth, preds, pred_dir / gt_file.name)
     results = {name: protocol.result() for name, protocol in runs.items()}
     result = {
         "format": "posetrack", "gt": str(gt_dir), "pred": str(pred_dir), "alphas": tm.ALPHAS,

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from kprtrack.eval import kit_keypoints as kk
@@ -21,22 +23,79 @@ PROTOCOLS = ("kit", "corrected")
 KIT_JOINT_NAMES = [POSETRACK_KEYPOINTS[j] for j in kk.KIT_JOINTS]
 
 
+# motmetrics' names (the kit's evaluate_mot.py) -> the report's.
+KIT_CLEAR_NAMES = {"mota": "MOTA", "idf1": "IDF1", "idp": "IDP", "idr": "IDR", "num_switches": "IDSW",
+                   "num_false_positives": "CLR_FP", "num_misses": "CLR_FN", "num_fragmentations": "Frag",
+                   "mostly_tracked": "MT", "partially_tracked": "PT", "mostly_lost": "ML", "recall": "CLR_Re",
+                   "precision": "CLR_Pr", "motp": "MOTP_distance"}
+
+
+def posetrack_mot_dir(gt_dir: Path, setting) -> Path | None:
+    """The data set's ``posetrack_mot/mot/<split>`` next to ``posetrack_data/<split>`` (setting 'auto'),
+    a given folder, or None ('json': box ground truth from the PoseTrack JSON itself)."""
+    if setting in (None, "json"):
+        return None
+    if setting == "auto":
+        candidate = gt_dir.parent.parent / "posetrack_mot" / "mot" / gt_dir.name
+        return candidate if candidate.is_dir() else None
+    folder = Path(str(setting)).expanduser()
+    if not folder.is_dir():
+        from kprtrack.errors import InputError
+
+        raise InputError("boxes.posetrack_mot folder not found", folder)
+    return folder
+
+
 class KitProtocol:
     name = "kit"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, gt_dir: Path):
+        from kprtrack.eval import kit_boxes
+
         self.keypoints: dict[str, dict] = {}
-        self.boxes: dict[str, dict] = {}
+        self.mot_dir = posetrack_mot_dir(gt_dir, cfg.boxes.get("posetrack_mot", "auto"))
+        self.box_truths = kit_boxes.posetrack_mot_ground_truth(self.mot_dir) if self.mot_dir else {}
+        self.box_preds: dict[str, np.ndarray] = {}
 
     @property
     def settings(self) -> dict:
-        return {"keypoint_similarity": "max(0, 1 - d / (0.5001 * head_size))", "box_ignore_rule": "kit",
-                "box_ignore_threshold": 0.1}
+        return {"keypoint_similarity": "max(0, 1 - d / (0.5001 * head_size))",
+                "box_ground_truth": str(self.mot_dir) if self.mot_dir else "from the PoseTrack JSON",
+                "box_ignore_rule": "kit (box/region IoU > 0.1)"}
 
-    def add(self, seq, truth, preds) -> None:
+    def add(self, seq, truth, preds, pred_path: Path) -> None:
+        from kprtrack.eval import kit_boxes
+
         frames = kk.kit_frames(seq.images, [t.gt for t in truth], preds)
         self.keypoints[seq.name] = kk.eval_sequence(frames)
-        self.boxes[seq.name] = pt.box_sequence_data(seq.name, truth, preds, "kit", 0.1)
+        if self.mot_dir is None:
+            self.box_truths[seq.name] = kit_boxes.truth_from_posetrack_json(seq.path)
+        elif seq.name not in self.box_truths:
+            from kprtrack.errors import InputError
+
+            raise InputError(f"sequence {seq.name} has no posetrack_mot ground truth", self.mot_dir)
+        self.box_preds[seq.name] = kit_boxes.predictions_from_json(pred_path, self.box_truths[seq.name])
+
+    def _boxes(self) -> dict:
+        from kprtrack.eval.kit_boxes import box_hota_kit
+        from kprtrack.eval.kit_mot_clear import clear_identity_kit
+
+        truths = {name: self.box_truths[name] for name in self.box_preds}
+        hota_seq, hota_all = box_hota_kit(truths, self.box_preds)
+        clear_seq, clear_all = clear_identity_kit(truths, self.box_preds)
+
+        def row(hota: dict, clear: dict) -> dict:
+            out = {f: float(np.mean(hota[f])) for f in kk.FLOAT_ARRAY_FIELDS + kk.INTEGER_ARRAY_FIELDS}
+            out.update({f: float(hota[f]) for f in kk.FLOAT_FIELDS + kk.INTEGER_FIELDS})
+            out.update({ours: clear[theirs] for theirs, ours in KIT_CLEAR_NAMES.items() if theirs in clear})
+            return out
+
+        def curves(hota: dict) -> dict:
+            return {f: [float(v) for v in hota[f]] for f in kk.FLOAT_ARRAY_FIELDS}
+
+        return {"per_sequence": {s: row(hota_seq[s], clear_seq[s]) for s in hota_seq},
+                "combined": row(hota_all, clear_all),
+                "alpha": {"combined": curves(hota_all), "per_sequence": {s: curves(r) for s, r in hota_seq.items()}}}
 
     def result(self) -> dict:
         combined = kk.combine_sequences(self.keypoints)
@@ -48,7 +107,7 @@ class KitProtocol:
             "alpha": {"combined": _alpha_curves(combined),
                       "per_sequence": {seq: _alpha_curves(res) for seq, res in self.keypoints.items()}},
         }
-        return {"box": tm.section(*tm.evaluate_sequences(self.boxes)), "keypoints": keypoints}
+        return {"box": self._boxes(), "keypoints": keypoints}
 
 
 def _by_joint(table: dict) -> dict:
@@ -63,7 +122,7 @@ def _alpha_curves(res: dict) -> dict:
 class CorrectedProtocol:
     name = "corrected"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, gt_dir: Path):
         rule = cfg.boxes.ignore_rule
         if rule not in ("majority", "kit"):
             from kprtrack.errors import InputError
@@ -82,7 +141,7 @@ class CorrectedProtocol:
         return {"box_ignore_rule": self.rule, "box_ignore_threshold": self.threshold,
                 "keypoint_distance_threshold": self.distance_threshold}
 
-    def add(self, seq, truth, preds) -> None:
+    def add(self, seq, truth, preds, pred_path: Path) -> None:
         self.boxes[seq.name] = pt.box_sequence_data(seq.name, truth, preds, self.rule, self.threshold)
         datas = pt.keypoint_sequence_data(seq.name, truth, preds, seq.path, self.distance_threshold)
         self.joint_datas[seq.name] = datas
@@ -99,8 +158,8 @@ class CorrectedProtocol:
         return {"box": tm.section(*tm.evaluate_sequences(self.boxes)), "keypoints": keypoints}
 
 
-def make(name: str, cfg):
-    return {"kit": KitProtocol, "corrected": CorrectedProtocol}[name](cfg)
+def make(name: str, cfg, gt_dir: Path):
+    return {"kit": KitProtocol, "corrected": CorrectedProtocol}[name](cfg, gt_dir)
 
 
 def comparison(primary: str, results: dict[str, dict]) -> dict:
