@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 try:  # a source checkout: ``python benchmarks/accuracy.py`` from the repo root, package not installed
@@ -205,19 +206,43 @@ def stage_configs(inputs: Inputs) -> dict:
             "part_colors": compose("run", ["reid=part_colors"]).reid}
 
 
-def code_checksum(stage) -> str:
-    """The Python sources of the stage's package (its module's folder) and the record/box helpers."""
-    import inspect
+def code_checksum(target: str) -> str:
+    """The Python sources of the package holding ``_target_``'s module (found without importing it: a
+    tracker-only re-run imports no model runtime) and the record/box helpers, with kprtrack's version."""
+    import importlib.util
 
     from kprtrack import __version__
 
-    folder = Path(inspect.getsourcefile(type(stage))).parent
+    folder = Path(importlib.util.find_spec(target.rsplit(".", 1)[0]).origin).parent
     files = sorted(folder.glob("*.py")) + [Path(kprtrack.__file__).parent / f for f in ("record.py", "boxes.py", "nms.py")]
     digest = hashlib.sha256(f"{__version__}|{CACHE_VERSION}".encode())
     for path in files:
         if path.is_file():
             digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def file_checksum(path: Path) -> str:
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    from kprtrack.weights import sha256_of
+
+    return sha256_of(path)
+
+
+def cache_key(name: str, config: dict, upstream: str, fingerprint: str) -> str:
+    """A stage's cache key: its resolved config, its weights file's sha256, its code, the upstream stage's
+    key and the input's checksum."""
+    weights = [file_checksum(Path(str(config[k])).expanduser()) for k in ("weights", "model")
+               if config.get(k) and Path(str(config[k])).expanduser().is_file()]
+    payload = json.dumps({"v": CACHE_VERSION, "stage": name, "config": config, "weights": weights,
+                          "code": code_checksum(config["_target_"]), "upstream": upstream, "input": fingerprint},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 def input_checksum(source) -> str:
@@ -276,7 +301,7 @@ def compute_features(source, inputs: Inputs, wanted: set[str], cache_dir: Path, 
                      configs: dict | None = None, built: dict | None = None) -> SequenceFeatures:
     """The stage outputs in ``wanted`` (plus what they need) for one sequence, from the cache or computed.
     ``built``: stage objects kept between sequences (filled here)."""
-    from kprtrack.cache import StageCache, stage_key
+    from kprtrack.cache import StageCache
     from kprtrack.pipeline import batched, build_stage
     from omegaconf import OmegaConf
 
@@ -289,17 +314,18 @@ def compute_features(source, inputs: Inputs, wanted: set[str], cache_dir: Path, 
     configs = configs or stage_configs(inputs)
     cache = StageCache(cache_dir)
     fingerprint = f"{input_checksum(source)}|frames={inputs.max_frames}"
-    stages = built if built is not None else {}
     keys, outputs = {}, {}
     for name in order:
-        if name not in stages:
-            stages[name] = build_stage(configs[name])
-        config = {"stage": OmegaConf.to_container(configs[name], resolve=True), "code": code_checksum(stages[name])}
-        keys[name] = stage_key(name, config, stages[name], keys.get(STAGES[name]) or "", fingerprint)
+        config = OmegaConf.to_container(configs[name], resolve=True)
+        keys[name] = cache_key(name, config, keys.get(STAGES[name]) or "", fingerprint)
         cached = cache.load(name, keys[name])
         if cached is not None:
             outputs[name] = cached
     missing = [s for s in order if s not in outputs]
+    stages = built if built is not None else {}
+    for name in missing:  # only the stages that must run are built (their models loaded)
+        if name not in stages:
+            stages[name] = build_stage(configs[name])
     if missing:
         from tqdm import tqdm
 

@@ -159,7 +159,7 @@ def boxmot_feeding(fed: dict) -> str:
     """What the runner actually handed this BoxMOT tracker (from its report)."""
     parts = ["boxes + scores"]
     if fed.get("embeddings"):
-        parts.append("OSNet x0.25 ONNX embeddings (Detections.embeddings; BoxMOT's own ReID not run)")
+        parts.append("OSNet x0.25 ONNX embeddings, L2-normalised (Detections.embeddings; BoxMOT's own ReID not run)")
     if fed.get("frame"):
         parts.append("decoded frames (its camera-motion compensation)")
     return " + ".join(parts) + f"; {fed.get('class', '?')} with BoxMOT's packaged defaults"

@@ -7,8 +7,8 @@
 ``boxes`` [R, 4] x1 y1 x2 y2, ``scores`` [R], optionally ``embeddings`` [R, D] (OSNet), and the frames' source:
 ``video`` (a path) or ``frame_files`` (paths). Every tracker is built by BoxMOT's own factory with its packaged
 defaults (``create_tracker(TrackerSpec(name))``) and gets, per frame, the detections as a BoxMOT ``Detections``
-(class 0 = person) with the precomputed embeddings attached for the trackers that accept embeddings (so
-BoxMOT's own ReID never runs), and the decoded BGR frame (camera-motion compensation). Writes
+(class 0 = person) with the precomputed embeddings, L2-normalised as BoxMOT's ReID outputs them, attached for
+the trackers that accept embeddings (so BoxMOT's own ReID never runs), and the decoded BGR frame (camera-motion compensation). Writes
 ``<name>.txt`` (MOT rows, the tracker's output boxes) and ``report.json`` (update seconds, what each got).
 Imports nothing from kprtrack.
 """
@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--trackers", required=True)
     parser.add_argument("--frames", type=int, default=None, help="track frames 1..N (default: all in the feed)")
+    parser.add_argument("--own-reid", default=None, metavar="WEIGHTS",
+                        help="a check: the appearance trackers run BoxMOT's own ReID on these weights instead of "
+                             "taking the feed's embeddings")
     args = parser.parse_args(argv)
 
     import torch
@@ -67,6 +70,11 @@ def main(argv=None) -> int:
     offsets = feed["offsets"]
     count = min(args.frames or len(offsets) - 1, len(offsets) - 1)
     embeddings = feed.get("embeddings")
+    if embeddings is not None:
+        # BoxMOT's own ReID backend L2-normalises every embedding it hands its trackers (reid/core/runtime.py,
+        # trackers/common/appearance/live.py), and their cosine costs assume it; supplied ones are used as given.
+        norms = np.linalg.norm(embeddings.astype(np.float64), axis=1, keepdims=True)
+        embeddings = (embeddings / np.maximum(norms, 1e-12)).astype(np.float32)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = [n.strip() for n in args.trackers.split(",") if n.strip()]
@@ -75,8 +83,11 @@ def main(argv=None) -> int:
         trackers[name] = create_tracker(TrackerSpec(name=name))
         definition = get_tracker_definition(name)
         takes_embeddings = bool(definition.capabilities.accepts_embeddings and embeddings is not None
-                                and getattr(trackers[name], "use_embeddings", True))
-        fed[name] = {"embeddings": takes_embeddings, "frame": bool(trackers[name].requirements.frame),
+                                and getattr(trackers[name], "use_embeddings", True) and not args.own_reid)
+        if args.own_reid and definition.capabilities.accepts_embeddings:
+            trackers[name]._reid_weights = Path(args.own_reid)  # the lazy backend create_tracker leaves unset
+        fed[name] = {"embeddings": takes_embeddings, "own_reid": bool(args.own_reid and not takes_embeddings
+                                                                     and definition.capabilities.accepts_embeddings), "frame": bool(trackers[name].requirements.frame),
                      "class": type(trackers[name]).__name__}
     rows = {name: [] for name in names}
     seconds = {name: 0.0 for name in names}
