@@ -142,6 +142,21 @@ def test_rows_list_and_selection(acc):
         peers.boxmot_names("sort3000")
 
 
+def test_cache_key_follows_config_weights_code_and_input(acc, tmp_path):
+    weights = tmp_path / "model.onnx"
+    weights.write_bytes(b"one")
+    config = {"_target_": "kprtrack.reid.onnx_reid.OnnxReID", "model": str(weights), "color": "rgb"}
+    key = acc.cache_key("osnet", config, "up", "input")
+    assert key == acc.cache_key("osnet", dict(config), "up", "input")
+    assert key != acc.cache_key("osnet", {**config, "color": "bgr"}, "up", "input")
+    assert key != acc.cache_key("osnet", config, "other upstream", "input")
+    assert key != acc.cache_key("osnet", config, "up", "other input")
+    weights.write_bytes(b"two!")  # same path, new weights
+    assert key != acc.cache_key("osnet", config, "up", "input")
+    # The code checksum covers the stage's package without importing it (no model runtime on a re-run).
+    assert acc.code_checksum("kprtrack.reid.onnx_reid.OnnxReID") != acc.code_checksum("kprtrack.pose.movenet.MoveNetPose")
+
+
 def test_missing_boxmot_venv_skips_its_rows_with_the_reason(acc, tmp_path):
     args = SimpleNamespace(boxmot="botsort", boxmot_venv=str(tmp_path / "nope"))
     rows = acc.peers.peer_rows(args, acc.Row)
