@@ -21,7 +21,6 @@ from kprtrack.reid.kpr import solider, swin
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "reference"
-DERIVED = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
 SMALL_SPECS = {  # the architectures tools/kpr_reference.py asked upstream for
     "kpr_in": ("swinv2_base_window12to16_192to256", swin.SWIN_SPECS,
                swin.SwinSpec(2, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=16,
@@ -64,7 +63,7 @@ def test_matches_official_kpr(name, tool, monkeypatch, one_torch_thread):
     from kprtrack.reid.kpr.model import KPR
 
     ours = KPR(reid.arch.__class__(**{**reid.arch.as_dict(), "num_classes": 7})).state_dict()
-    keys = sorted(f"{k} {list(v.shape)}" for k, v in ours.items() if k.rsplit(".", 1)[-1] not in DERIVED)
+    keys = sorted(f"{k} {list(v.shape)}" for k, v in ours.items() if k.rsplit(".", 1)[-1] not in tool.DERIVED)
     assert keys == str(ref["state_keys"]).splitlines()
 
     case = tool.CASES[name]

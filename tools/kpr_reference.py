@@ -28,17 +28,17 @@ import hashlib
 import json
 import sys
 import types
-import zlib
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_weights import DERIVED, seeded_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 OUT = ROOT / "tests" / "fixtures" / "reference"
 CROPS = ("group1/1470_016236_10162360051", "group1/1475_016236_10162360059", "group2/1479_016236_10162360093")
-# index-derived buffers: rebuilt from the geometry on both sides, never seeded
-DERIVED = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
 
 # Small variants: (upstream backbone name, its small architecture, kprtrack's config for the same network)
 CASES = {
@@ -49,33 +49,6 @@ CASES = {
                     mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], solider_depths=(2, 2, 2, 2), semantic_weight=0.2),
 }
 DIM = 32  # embedding size D (dim_reduce_output)
-
-
-def seeded_value(key: str, shape: tuple[int, ...]):
-    """Deterministic weights from the parameter's name: both sides regenerate them independently."""
-    import torch
-
-    g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
-    noise = torch.randn(shape, generator=g)
-    leaf = key.rsplit(".", 1)[-1]
-    if leaf == "running_var":
-        return noise.abs() * 0.2 + 0.5
-    if leaf == "running_mean":
-        return noise * 0.1
-    if len(shape) == 1 and leaf == "weight":  # LayerNorm / BatchNorm scale
-        return 1.0 + 0.1 * noise
-    return noise * 0.05
-
-
-def seeded_state(state: dict) -> dict:
-    """Seeded values for every floating tensor of a state dict except geometry-derived buffers.
-
-    Upstream registers the image patch embedding twice (``patch_embed`` and ``model.patch_embed``,
-    one module): both names get the values of the second, whichever order a load applies them in.
-    """
-    alias = ("feature_extractor.patch_embed.", "feature_extractor.model.patch_embed.")
-    return {k: seeded_value(k.replace(*alias), tuple(v.shape)) for k, v in state.items()
-            if v.is_floating_point() and k.rsplit(".", 1)[-1] not in DERIVED}
 
 
 def load_crops(size: tuple[int, int]):

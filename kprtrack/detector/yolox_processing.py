@@ -101,7 +101,9 @@ class PostprocessConfig:
     person_class: int = 0
     score_thresh: float = 0.1
     nms_thresh: float = 0.45
-    max_candidates: int = 1000  # pre-NMS cap: an untrained model can pass thousands of anchors
+    # Optional pre-NMS cap. None (the default) as upstream's postprocess: a cap changes which boxes
+    # survive once more than that many anchors pass the score threshold.
+    max_candidates: int | None = None
     max_detections: int = 300
 
 
@@ -113,7 +115,7 @@ def postprocess(decoded: np.ndarray, ratio: float, frame_hw: tuple[int, int],
     # so a box that is more likely a bicycle than a person is no person box.
     is_person = decoded[:, 5:].argmax(axis=1) == cfg.person_class
     candidates = np.flatnonzero((scores >= cfg.score_thresh) & is_person)
-    if candidates.size > cfg.max_candidates:
+    if cfg.max_candidates is not None and candidates.size > cfg.max_candidates:
         top = np.argpartition(-scores[candidates], cfg.max_candidates - 1)[:cfg.max_candidates]
         candidates = candidates[top]
     cx, cy, w, h = (decoded[candidates, i].astype(np.float64) for i in range(4))
