@@ -613,6 +613,8 @@ def parse_args(argv=None):
     parser.add_argument("--embeddings", choices=EMBEDDINGS, default="osnet", help="with --tracker: what it gets")
     parser.add_argument("--boxmot", default=None, help="BoxMOT trackers to run, comma-separated, or none "
                                                        f"(default: {','.join(peers.BOXMOT_TRACKERS)})")
+    parser.add_argument("--fresh-peers", action="store_true", help="rerun BoxMOT even when its outputs for the "
+                                                                     "same feed are cached")
     parser.add_argument("--boxmot-venv", default=os.environ.get("KPRTRACK_BOXMOT_VENV", "/tmp/kprtrack-boxmot-venv"))
     parser.add_argument("--gt-flags", choices=("all-visible", "as-is"), default="all-visible",
                         help="GT rows flagged 0: counted as visible pedestrians (default) or ignored")

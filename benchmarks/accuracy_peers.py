@@ -145,14 +145,16 @@ _BOXMOT_RESULTS: dict = {}
 def boxmot_result(name: str, features, last: int, out_dir: Path, args) -> tuple[np.ndarray, float, str]:
     key = (features.name, last, args.boxmot_venv)
     if key not in _BOXMOT_RESULTS:
-        _BOXMOT_RESULTS[key] = run_boxmot(features, last, out_dir / "boxmot", args)
+        _BOXMOT_RESULTS[key] = run_boxmot(features, last, args)
     report, folder = _BOXMOT_RESULTS[key]
     if name not in report["seconds"]:
         raise PeerUnavailable(f"BoxMOT runner did not run {name}")
     path = folder / f"{name}.txt"
     text = path.read_text().strip()
     rows = np.array([[float(v) for v in line.split(",")] for line in text.splitlines()]) if text else np.zeros((0, 10))
-    return rows.reshape(-1, 10), report["seconds"][name], boxmot_feeding(report["fed"][name])
+    fed = boxmot_feeding(report["fed"][name]) + (" (outputs and time from the cached BoxMOT run; --fresh-peers reruns)"
+                                                   if report.get("cached") else "")
+    return rows.reshape(-1, 10), report["seconds"][name], fed
 
 
 def boxmot_feeding(fed: dict) -> str:
@@ -165,9 +167,13 @@ def boxmot_feeding(fed: dict) -> str:
     return " + ".join(parts) + f"; {fed.get('class', '?')} with BoxMOT's packaged defaults"
 
 
-def run_boxmot(features, last: int, folder: Path, args) -> tuple[dict, Path]:
+def run_boxmot(features, last: int, args) -> tuple[dict, Path]:
+    """Every requested BoxMOT tracker in one runner process. Its outputs are cached under
+    ``<cache-dir>/boxmot/<key>`` (key: the feed's bytes, the trackers, the runner's code, BoxMOT's version):
+    a re-run of the table does not re-run BoxMOT (``--fresh-peers`` does)."""
+    import hashlib
+
     names = boxmot_names(args.boxmot)
-    folder.mkdir(parents=True, exist_ok=True)
     offsets = features.offsets[: last + 1]
     feed = {"offsets": offsets, "boxes": features.flat("detector", "boxes")[: offsets[-1]],
             "scores": features.flat("detector", "scores")[: offsets[-1]]}
@@ -178,6 +184,16 @@ def run_boxmot(features, last: int, folder: Path, args) -> tuple[dict, Path]:
         feed["frame_files"] = np.array([str(p) for p in source.files])
     else:
         feed["video"] = np.array(str(source.path))
+    digest = hashlib.sha256(f"{BOXMOT_VERSION}|{','.join(names)}|".encode())
+    digest.update((BENCH_DIR / "boxmot_runner.py").read_bytes())
+    for key in sorted(feed):
+        digest.update(key.encode() + np.ascontiguousarray(feed[key]).tobytes())
+    folder = Path(args.cache_dir).expanduser() / "boxmot" / digest.hexdigest()[:32]
+    if (folder / "report.json").is_file() and not getattr(args, "fresh_peers", False):
+        report = json.loads((folder / "report.json").read_text())
+        report["cached"] = True
+        return report, folder
+    folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kprtrack-boxmot-") as tmp:
         path = Path(tmp) / "feed.npz"
         np.savez(path, **feed)
@@ -185,6 +201,7 @@ def run_boxmot(features, last: int, folder: Path, args) -> tuple[dict, Path]:
                    "--out", str(folder), "--trackers", ",".join(names), "--frames", str(last)]
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
+        (folder / "report.json").unlink(missing_ok=True)
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         raise PeerUnavailable(f"BoxMOT runner failed (exit {done.returncode}):\n{tail}")
     return json.loads((folder / "report.json").read_text()), folder
