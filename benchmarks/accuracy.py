@@ -64,13 +64,23 @@ EMBEDDINGS = ("none", "osnet", "part_colors")
 # The kprtrack rows: (label, tracker config = configs/tracker/<name>.yaml, embeddings it gets, overrides).
 # ``embeddings``: none (boxes and scores only), osnet (OSNet x0.25 global embedding, K = 0 parts) or
 # part_colors (training-free part colours, 8 parts + foreground, visibility from MoveNet keypoints).
+IOU_ONLY = ["appearance_weight=0", "iou_weight=1", "match_thresh=0.8", "second_match_thresh=0.5",
+            "unconfirmed_match_thresh=0.7"]
 ROWS: list[tuple[str, str, str, list[str]]] = [
-    ("kprtrack appearance only (OSNet)", "kprtrack", "osnet", []),
-    ("kprtrack IoU only (Kalman)", "kprtrack", "none",
-     ["appearance_weight=0", "iou_weight=1", "kalman=true", "match_thresh=0.8", "second_match_thresh=0.5",
-      "unconfirmed_match_thresh=0.7"]),
-    ("kprtrack Kalman IoU + OSNet", "kprtrack", "osnet", ["kalman=true", "iou_weight=1"]),
-    ("kprtrack part_colors", "kprtrack", "part_colors", []),
+    # kprtrack_video: the default of dataset=video (appearance + Kalman motion gate + IoU for continuing tracks)
+    ("kprtrack video default (OSNet)", "kprtrack_video", "osnet", []),
+    ("kprtrack video, part_colors", "kprtrack_video", "part_colors", []),
+    # each motion cue alone: the gate and the IoU blend each fix what appearance alone gets wrong
+    ("kprtrack video, no motion at all (OSNet)", "kprtrack_video", "osnet",
+     ["kalman=false", "motion_gate=0", "iou_weight=0"]),
+    ("kprtrack video, motion gate only (OSNet)", "kprtrack_video", "osnet", ["iou_weight=0"]),
+    ("kprtrack video, IoU blend only (OSNet)", "kprtrack_video", "osnet", ["motion_gate=0"]),
+    ("kprtrack video, IoU only (Kalman + gate)", "kprtrack_video", "none", IOU_ONLY),
+    # kprtrack: the paper's appearance-only tracker (the default of dataset=posetrack21)
+    ("kprtrack paper, appearance only (OSNet)", "kprtrack", "osnet", []),
+    ("kprtrack paper, part_colors", "kprtrack", "part_colors", []),
+    ("kprtrack paper + Kalman IoU (OSNet)", "kprtrack", "osnet", ["kalman=true", "iou_weight=1"]),
+    ("kprtrack IoU only (Kalman)", "kprtrack", "none", ["kalman=true", *IOU_ONLY]),
 ]
 
 
