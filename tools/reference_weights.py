@@ -36,3 +36,15 @@ def seeded_state(state: dict) -> dict:
     alias = ("feature_extractor.patch_embed.", "feature_extractor.model.patch_embed.")
     return {k: seeded_value(k.replace(*alias), tuple(v.shape)) for k, v in state.items()
             if v.is_floating_point() and k.rsplit(".", 1)[-1] not in DERIVED}
+
+
+def fan_in_scaled(values: dict, input_range: dict[str, float] | None = None) -> dict:
+    """Convolution weights rescaled to a 1/sqrt(fan-in) spread (divided further by the input's
+    range for the convolutions named in ``input_range``), so that a deep random network keeps
+    features that vary from pixel to pixel without exploding or collapsing to its biases."""
+    out = dict(values)
+    for key, value in values.items():
+        if value.dim() == 4:
+            fan_in = value.shape[1] * value.shape[2] * value.shape[3]
+            out[key] = value / 0.05 / fan_in ** 0.5 / (input_range or {}).get(key, 1.0)
+    return out

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_weights import seeded_state  # noqa: E402
+from reference_weights import fan_in_scaled, seeded_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -59,12 +59,9 @@ def detector_state(state: dict, input_range: float) -> dict:
     YOLOX's 0-255 input, ~4 for ByteTrack's normalised one) so features still vary from anchor to
     anchor after a dozen random layers instead of collapsing to their biases.
     """
-    out = seeded_state(state)
+    stem = {k: input_range for k in state if ".stem." in k}
+    out = fan_in_scaled(seeded_state(state), stem)
     for key, value in out.items():
-        if value.dim() == 4:
-            fan_in = value.shape[1] * value.shape[2] * value.shape[3]
-            value = value / 0.05 / fan_in ** 0.5 / (input_range if ".stem." in key else 1.0)
-            out[key] = value
         if key.startswith("head.obj_preds."):
             out[key] = value + OBJ_BIAS_SHIFT if key.endswith(".bias") else value * OBJ_GAIN
         elif key.startswith("head.cls_preds."):
