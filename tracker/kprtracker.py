@@ -242,7 +242,6 @@ class KPRTracker:
         dots = None
         if tracks.size == 0 or len(detections) == 0:
             return np.zeros((tracks.size, len(detections)), np.float64), dots
-        boxes = np.where(valid[:, None], detections.boxes, 0.0)
         if self.uses_appearance:
             # No common visible part: appearance knows nothing, so the pair is never matched.
             app, has_common, dots = masked_part_distance(
@@ -255,6 +254,8 @@ class KPRTracker:
         else:
             cost = np.ones((tracks.size, len(detections)), np.float64)
             forbidden = np.repeat(~valid[None, :], tracks.size, axis=0)
+        needs_boxes = self.iou_weight > 0 or self.min_iou > 0 or self.motion_gate > 0 or self.motion_gating
+        boxes = np.where(valid[:, None], detections.boxes, 0.0) if needs_boxes else None
         if self.iou_weight > 0 or self.min_iou > 0:
             iou = iou_matrix(tracks.predicted_boxes(), boxes)
             if not self.uses_appearance:
