@@ -61,8 +61,10 @@ def test_matches_official_hrnet(tool, one_torch_thread):
     h, w = maps.shape[2:]
     flat = maps.reshape(*maps.shape[:2], -1).argmax(axis=2)
     x, y = flat % w, flat // w
-    inner_x, inner_y = (x > 1) & (x < w - 1), (y > 1) & (y < h - 1)
-    same_rule = inner_x == inner_y  # both shift both axes, or neither shifts
+    both_inside = (x > 1) & (x < w - 1) & (y > 1) & (y < h - 1)  # the authors: both axes shift, or neither
+    ours_x = (x > 1) & (x < w - 1) & (y > 0)  # mmpose 1.x (kprtrack): each axis on its own
+    ours_y = (y > 1) & (y < h - 1) & (x > 0)
+    same_rule = both_inside | (~ours_x & ~ours_y)
     pixel = scales[:, None, :] / np.array([w, h])  # one heatmap pixel in frame pixels
     tolerance = np.where(same_rule[..., None], 1e-3, 0.25 * pixel + 1e-3)
     # The authors put a joint whose heatmap maximum is not positive at the crop's corner (a random
@@ -71,3 +73,52 @@ def test_matches_official_hrnet(tool, one_torch_thread):
     close = np.abs(native[..., :2] - ref["keypoints"]) <= tolerance
     assert close[positive].all()
     assert (same_rule & positive).sum() >= 20  # enough joints compared exactly
+
+
+def _tool_module(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_matches_mmpose1_hrnet_with_its_key_names_flip_and_codecs(tool, one_torch_thread):
+    """mmpose 1.x: its HRNet (weights named as mmpose names them, through kprtrack's key adapter),
+    flip_heatmaps, MSRAHeatmap decode (argmax and DARK) and mapping back to the frame."""
+    import torch
+
+    from kprtrack.pose.heatmaps import decode_heatmaps
+    from kprtrack.pose.hrnet_checkpoint import adapt_keys, load_into
+    from kprtrack.pose.topdown import to_frame
+
+    ref = np.load(FIXTURES / "hrnet_w32_mmpose1.npz")
+    image, boxes = tool.load_people()
+    assert tool.frame_digest(image) == str(ref["frame_sha256"])
+    shapes = {line.split(" ")[0]: eval(line.split(" ", 1)[1]) for line in str(ref["state_keys"]).splitlines()}
+    mmpose_state = tool.hrnet_state({k: torch.zeros(s) for k, s in shapes.items()})
+    state, fmt = adapt_keys(mmpose_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = HRNetPose(weights=None, arch="w32", input_size=[256, 192], layout="coco", device="cpu")
+    report = load_into(est.model, state, fmt)
+    assert fmt == "mmpose1" and report.ok and not report.unexpected, report.summary()
+
+    centers, scales = box_to_center_scale(boxes, est.input_size, est.padding)
+    # mmpose's get_warp_matrix goes through cv2.getAffineTransform in float32: ~5e-5 px apart
+    np.testing.assert_allclose(warp_matrices(centers, scales, est.input_size), ref["warp_matrices"], atol=1e-4)
+    rgb = np.ascontiguousarray(image[..., ::-1])
+    crops = np.stack([cv2.warpAffine(rgb, m, est.input_size[::-1], flags=cv2.INTER_LINEAR) for m in ref["warp_matrices"]])
+    maps = est.heatmaps(crops)
+    step = tool.HEATMAP_STRIDE
+    np.testing.assert_allclose(maps[:, :, ::step, ::step], ref["heatmaps_sample"], atol=1e-5, rtol=0)
+    for method in ("argmax", "dark"):
+        decoded = decode_heatmaps(maps, method)
+        stride = np.array([est.input_size[1] / maps.shape[3], est.input_size[0] / maps.shape[2]])
+        frame = to_frame(decoded[..., :2] * stride, centers, scales, est.input_size)
+        np.testing.assert_allclose(decoded[..., 2], ref[f"scores_{method}"], atol=1e-5, err_msg=method)
+        positive = ref[f"scores_{method}"] > 0  # mmpose puts a non-positive maximum at (-1, -1); see above
+        assert positive.sum() >= 20
+        # DARK's Newton step: mmpose works on float32 log-heatmaps, kprtrack in float64
+        tolerance = 1e-3 if method == "argmax" else 5e-3
+        np.testing.assert_allclose(frame[positive], ref[f"keypoints_{method}"][positive], atol=tolerance,
+                                   err_msg=method)

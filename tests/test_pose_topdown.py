@@ -181,7 +181,8 @@ def test_coco_estimator_warns_once(monkeypatch):
 
 def _mmpose1_rules(maps, kernel=11):
     """mmpose 1.x's MSRAHeatmap decode rules written out one keypoint at a time (the reading the
-    vectorised decoder must agree with): quarter shift per axis inside 1 < x < W-1 / 1 < y < H-1;
+    vectorised decoder must agree with): quarter shift of x for 1 < x < W-1 and y > 0, of y for
+    1 < y < H-1 and x > 0;
     DARK on the zero-padded, max-rescaled blur, inside 1 < x < W-2 and 1 < y < H-2 only."""
     import cv2
 
@@ -190,8 +191,8 @@ def _mmpose1_rules(maps, kernel=11):
     border = kernel // 2
     for j, hm in enumerate(maps):
         y, x = np.unravel_index(hm.argmax(), hm.shape)
-        dx = hm[y, x + 1] - hm[y, x - 1] if 1 < x < w - 1 else 0.0
-        dy = hm[y + 1, x] - hm[y - 1, x] if 1 < y < h - 1 else 0.0
+        dx = hm[y, x + 1] - hm[y, x - 1] if 1 < x < w - 1 and 0 < y < h else 0.0
+        dy = hm[y + 1, x] - hm[y - 1, x] if 1 < y < h - 1 and 0 < x < w else 0.0
         quarter[j] = [x + 0.25 * np.sign(dx), y + 0.25 * np.sign(dy)]
         blurred = cv2.GaussianBlur(np.pad(hm, border), (kernel, kernel), 0)[border:-border, border:-border]
         log = np.log(np.maximum(blurred * (hm.max() / blurred.max()), 1e-10)).astype(np.float64)

@@ -20,15 +20,15 @@ def heatmap_argmax(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def quarter_offset(heatmaps: np.ndarray, locs: np.ndarray) -> np.ndarray:
     """Shift each maximum a quarter pixel towards its higher neighbour, with mmpose 1.x's rule
-    (``refine_keypoints``): x moves only for 1 < x < W-1, y only for 1 < y < H-1, so a maximum in
-    the two outer columns/rows keeps that coordinate. (mmpose 0.x and the original HRNet code
-    shift both only when both are inside; they differ from this on those rows only.)"""
+    (``refine_keypoints``): x moves only for 1 < x < W-1 and y > 0, y only for 1 < y < H-1 and
+    x > 0, so a maximum in the outer columns/rows keeps that coordinate. (mmpose 0.x and the
+    original HRNet code shift both only when both are inside; they differ on those rows only.)"""
     n, k, h, w = heatmaps.shape
     x = locs[..., 0].astype(int)
     y = locs[..., 1].astype(int)
     ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
-    inner_x = (x > 1) & (x < w - 1)
-    inner_y = (y > 1) & (y < h - 1)
+    inner_x = (x > 1) & (x < w - 1) & (y > 0)
+    inner_y = (y > 1) & (y < h - 1) & (x > 0)
     xr, xl = np.clip(x + 1, 0, w - 1), np.clip(x - 1, 0, w - 1)
     yd, yu = np.clip(y + 1, 0, h - 1), np.clip(y - 1, 0, h - 1)
     dx = np.where(inner_x, heatmaps[ni, ki, y, xr] - heatmaps[ni, ki, y, xl], 0.0)
