@@ -8,28 +8,21 @@ same network input, the same raw rows (1e-5) and, from those rows with the tool'
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import shared_file
+from tool_modules import REFERENCE_FIXTURES as FIXTURES
+from tool_modules import reference_tool
 from kprtrack.detector.yolox import YOLOXDetector
 from kprtrack.detector.yolox_processing import decode, postprocess, preprocess
 from kprtrack.nms import box_iou
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures" / "reference"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    shared_file("data/coco_kpts/000000040083.jpg")
-    spec = importlib.util.spec_from_file_location("yolox_reference", ROOT / "tools" / "yolox_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return reference_tool("yolox_reference", "data/coco_kpts/000000040083.jpg")
 
 
 def _assert_same_boxes(boxes, scores, ref_boxes, ref_scores, nms_thresh, score_thresh):

@@ -8,19 +8,16 @@ prompts and for a target with no keypoint of its own (negative prompt only).
 """
 from __future__ import annotations
 
-import importlib.util
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import shared_file
+from tool_modules import REFERENCE_FIXTURES as FIXTURES
+from tool_modules import reference_tool
 from kprtrack.reid.kpr import KPRReID
 from kprtrack.reid.kpr import solider, swin
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures" / "reference"
 SMALL_SPECS = {  # the architectures tools/kpr_reference.py asked upstream for
     "kpr_in": ("swinv2_base_window12to16_192to256", swin.SWIN_SPECS,
                swin.SwinSpec(2, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=16,
@@ -29,17 +26,9 @@ SMALL_SPECS = {  # the architectures tools/kpr_reference.py asked upstream for
 }
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("kpr_reference", ROOT / "tools" / "kpr_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def tool():
-    shared_file("data/media/kpr_soccer_players/group1/images")
-    return _tool()
+    return reference_tool("kpr_reference", "data/media/kpr_soccer_players/group1/images")
 
 
 def _stage(tool, name, monkeypatch) -> KPRReID:

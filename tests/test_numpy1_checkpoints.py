@@ -6,7 +6,6 @@ here, which the full-model tests (test_kpr, test_pose_hrnet, test_detector_yolox
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,9 @@ from kprtrack.reid.kpr.checkpoint import _safe_globals as kpr_safe_globals
 from kprtrack.reid.kpr.checkpoint import read_checkpoint as read_kpr
 from kprtrack.weights import torch_load
 from numpy1_pickle import data_pickle, save_numpy1
+from tool_modules import load_tool
 
 FIXTURES = Path(__file__).parent / "fixtures" / "numpy1"
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "make_numpy1_fixtures.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("make_numpy1_fixtures", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("name", ["torchreid_kpr.pth.tar", "mmpose1_hrnet_coco.pth",
@@ -91,7 +83,7 @@ def test_yolox_and_bytetrack_checkpoints(name, classes):
 def test_save_numpy1_writes_what_numpy1_writes(tmp_path, builder, name):
     """The in-test writer used for full-size models is byte-faithful to a real numpy 1.x save."""
     path = tmp_path / name
-    save_numpy1(builder(_tool()), path)
+    save_numpy1(builder(load_tool("make_numpy1_fixtures")), path)
     assert data_pickle(path) == data_pickle(FIXTURES / name)
 
 

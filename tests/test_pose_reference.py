@@ -11,30 +11,40 @@ border band are compared without that shift's quarter pixel.
 """
 from __future__ import annotations
 
-import importlib.util
 import warnings
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import shared_file
+from tool_modules import REFERENCE_FIXTURES as FIXTURES
+from tool_modules import reference_tool
 from kprtrack.pose.hrnet import HRNetPose
 from kprtrack.pose.topdown import box_to_center_scale, warp_matrices
 from kprtrack.record import Frame
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures" / "reference"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    shared_file("data/posetrack18/annotations/test_posetrack18_val.json")
-    spec = importlib.util.spec_from_file_location("hrnet_reference", ROOT / "tools" / "hrnet_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return reference_tool("hrnet_reference", "data/posetrack18/annotations/test_posetrack18_val.json")
+
+
+def _heatmaps_on_official_crops(est, image, ref, centers, scales, step):
+    """Warp close to upstream's, then kprtrack's heatmaps on crops cut with upstream's matrices.
+
+    Upstream computes center, scale (the authors) or the warp (mmpose, cv2.getAffineTransform) in
+    float32: ~5e-5 px from kprtrack's float64 warp, enough to move a handful of the 442k crop
+    pixels by one grey level. So the network is compared on upstream's crops, the whole pipeline
+    (kprtrack's own crops) with a correspondingly looser tolerance.
+    """
+    np.testing.assert_allclose(warp_matrices(centers, scales, est.input_size), ref["warp_matrices"], atol=1e-4)
+    rgb = np.ascontiguousarray(image[..., ::-1])
+    crops = np.stack([cv2.warpAffine(rgb, m, est.input_size[::-1], flags=cv2.INTER_LINEAR)
+                      for m in ref["warp_matrices"]])
+    maps = est.heatmaps(crops)
+    np.testing.assert_allclose(maps[:, :, ::step, ::step], ref["heatmaps_sample"], atol=1e-5, rtol=0)
+    return maps
 
 
 def test_matches_official_hrnet(tool, one_torch_thread):
@@ -47,15 +57,7 @@ def test_matches_official_hrnet(tool, one_torch_thread):
     est.model.load_state_dict(tool.hrnet_state(est.model.state_dict()), strict=False)
 
     centers, scales = box_to_center_scale(boxes, est.input_size, est.padding)
-    # The authors compute center and scale in float32: their warp differs from kprtrack's float64
-    # one by ~3e-5 px, enough to move 16 of 442k crop pixels by one grey level. The network is
-    # compared on crops made with their matrices; the whole pipeline below with kprtrack's own.
-    np.testing.assert_allclose(warp_matrices(centers, scales, est.input_size), ref["warp_matrices"], atol=1e-4)
-    rgb = np.ascontiguousarray(image[..., ::-1])
-    crops = np.stack([cv2.warpAffine(rgb, m, est.input_size[::-1], flags=cv2.INTER_LINEAR) for m in ref["warp_matrices"]])
-    maps = est.heatmaps(crops)
-    step = tool.HEATMAP_STRIDE
-    np.testing.assert_allclose(maps[:, :, ::step, ::step], ref["heatmaps_sample"], atol=1e-5, rtol=0)
+    maps = _heatmaps_on_official_crops(est, image, ref, centers, scales, tool.HEATMAP_STRIDE)
 
     native = est.estimate_native(Frame("ref", 0, image), boxes)  # kprtrack's own crops: +-1 grey level
     np.testing.assert_allclose(native[..., 2], ref["scores"], atol=5e-4)
@@ -74,13 +76,6 @@ def test_matches_official_hrnet(tool, one_torch_thread):
     close = np.abs(native[..., :2] - ref["keypoints"]) <= tolerance
     assert close[positive].all()
     assert (same_rule & positive).sum() >= 20  # enough joints compared exactly
-
-
-def _tool_module(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_matches_mmpose1_hrnet_with_its_key_names_flip_and_codecs(tool, one_torch_thread):
@@ -105,13 +100,7 @@ def test_matches_mmpose1_hrnet_with_its_key_names_flip_and_codecs(tool, one_torc
     assert fmt == "mmpose1" and report.ok and not report.unexpected, report.summary()
 
     centers, scales = box_to_center_scale(boxes, est.input_size, est.padding)
-    # mmpose's get_warp_matrix goes through cv2.getAffineTransform in float32: ~5e-5 px apart
-    np.testing.assert_allclose(warp_matrices(centers, scales, est.input_size), ref["warp_matrices"], atol=1e-4)
-    rgb = np.ascontiguousarray(image[..., ::-1])
-    crops = np.stack([cv2.warpAffine(rgb, m, est.input_size[::-1], flags=cv2.INTER_LINEAR) for m in ref["warp_matrices"]])
-    maps = est.heatmaps(crops)
-    step = tool.HEATMAP_STRIDE
-    np.testing.assert_allclose(maps[:, :, ::step, ::step], ref["heatmaps_sample"], atol=1e-5, rtol=0)
+    maps = _heatmaps_on_official_crops(est, image, ref, centers, scales, tool.HEATMAP_STRIDE)
     for method in ("argmax", "dark"):
         decoded = decode_heatmaps(maps, method)
         stride = np.array([est.input_size[1] / maps.shape[3], est.input_size[0] / maps.shape[2]])

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kprtrack.reid.kpr.swin import _masked_softmax_apply, _partition, _reverse, relative_position_index
+from kprtrack.reid.kpr.swin import WindowAttentionV1, _init_weights, _partition, _reverse
 
 
 @dataclass(frozen=True)
@@ -57,32 +57,13 @@ class SoliderPatchEmbed(nn.Module):
         return self.norm(self.projection(x).permute(0, 2, 3, 1))
 
 
-class WindowMSA(nn.Module):
-    def __init__(self, dim: int, num_heads: int, window: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
-        # SOLIDER saves this index; it is derived from the window, so never read from a checkpoint.
-        self.register_buffer("relative_position_index", relative_position_index((window, window)), persistent=False)
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
-        attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
-        return self.proj(_masked_softmax_apply(attn, v, mask).transpose(1, 2).reshape(b, n, c))
-
-
 class ShiftWindowMSA(nn.Module):
     def __init__(self, dim: int, num_heads: int, window: int, shift: int):
         super().__init__()
         self.window, self.shift = window, shift
-        self.w_msa = WindowMSA(dim, num_heads, window)
+        # SOLIDER's WindowMSA is timm's V1 window attention under another name (its saved
+        # relative_position_index is the same table, rebuilt here from the window).
+        self.w_msa = WindowAttentionV1(dim, num_heads, (window, window))
 
     def _mask(self, hp: int, wp: int, device) -> torch.Tensor:
         win, shift = self.window, self.shift
@@ -178,7 +159,7 @@ class SoliderSwin(nn.Module):
             out_dims = [dims[min(i + 1, len(dims) - 1)] for i in range(len(dims))]
             self.semantic_embed_w = nn.ModuleList([nn.Linear(2, d) for d in out_dims])
             self.semantic_embed_b = nn.ModuleList([nn.Linear(2, d) for d in out_dims])
-        self.apply(_init_linear)
+        self.apply(_init_weights)  # the same truncated-normal Linear init as timm's Swin
 
     def forward_tokens(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Patch tokens [N, h, w, C] (prompt already added) -> per-stage maps [N, C_i, h_i, w_i]."""
@@ -194,10 +175,3 @@ class SoliderSwin(nn.Module):
                 tokens = tokens * scale + self.semantic_embed_b[i](weights)[:, None, None, :]
             outs.append(getattr(self, f"norm{i}")(out).permute(0, 3, 1, 2))
         return outs
-
-
-def _init_linear(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
