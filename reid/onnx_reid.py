@@ -44,6 +44,7 @@ class OnnxReID:
         h_dim, w_dim = (shape[1], shape[2]) if self.layout == "NHWC" else (shape[2], shape[3])
         self.height = _size("height", height, h_dim, path)
         self.width = _size("width", width, w_dim, path)
+        _check_crop_size(self.height, self.width, path)
         # A model exported with a fixed batch of 1 is run one crop at a time.
         self.batch_size = max(1, int(batch_size)) if not isinstance(shape[0], int) or shape[0] < 1 else shape[0]
         self.fixed_batch = isinstance(shape[0], int) and shape[0] >= 1
@@ -51,6 +52,15 @@ class OnnxReID:
         self.scale, self.mean, self.std = float(scale), [float(v) for v in mean], [float(v) for v in std]
         self.path = path
         self.weights_path = path  # the stage cache keys on its checksum
+        # The embedding size, also for frames without people: from the declared output shape, then
+        # checked on one blank crop (an output that is not [N, D] / [N, D, 1, 1] is no ReID model).
+        self.dim = _embedding_dim(self.session.get_outputs()[0].shape, path)
+        try:
+            probe = self._infer(np.zeros((1, self.height, self.width, 3), np.uint8))
+        except Exception as err:  # onnxruntime's own exception types: wrong input type, rank, ...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(f"cannot run the model on a {self.height}x{self.width} crop: {first}", path) from None
+        self.dim = _embedding_dim(list(probe.shape), path, declared=self.dim)
 
     def embed(self, frame: Frame, detections: Detections) -> Detections:
         crops, valid, _ = crop_boxes(frame.image, detections.boxes, (self.height, self.width))
@@ -64,6 +74,14 @@ class OnnxReID:
         return self._run(resize_images(images, (self.height, self.width)))
 
     def _run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings [N, 1, D] (D the model's, also for N = 0) and visibility [N, 1] = 1."""
+        if len(crops) == 0:
+            return np.zeros((0, 1, self.dim), np.float32), np.zeros((0, 1), np.float32)
+        out = self._infer(crops)
+        return out.reshape(len(crops), 1, -1).astype(np.float32, copy=False), np.ones((len(crops), 1), np.float32)
+
+    def _infer(self, crops: np.ndarray) -> np.ndarray:
+        """The model's raw first output for N >= 1 crops, batched (fixed-batch models padded)."""
         x = normalise(crops, self.mean, self.std, to_rgb=self.to_rgb, scale=self.scale, layout=self.layout)
         outs = []
         for start in range(0, len(x), self.batch_size):
@@ -71,11 +89,30 @@ class OnnxReID:
             pad = self.batch_size - len(batch) if self.fixed_batch else 0
             if pad:
                 batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), np.float32)])
-            out = self.session.run(None, {self.input_name: batch})[0]
-            outs.append(np.asarray(out, np.float32).reshape(len(batch), -1)[:len(batch) - pad])
-        d = outs[0].shape[1] if outs else 0
-        emb = np.concatenate(outs).reshape(len(crops), 1, d) if outs else np.zeros((0, 1, d), np.float32)
-        return emb.astype(np.float32), np.ones((len(crops), 1), np.float32)
+            out = np.asarray(self.session.run(None, {self.input_name: batch})[0], np.float32)
+            outs.append(out[:len(batch) - pad])
+        return np.concatenate(outs)
+
+
+MIN_DIM, MAX_DIM = 16, 8192  # person-ReID embeddings: 64 (tiny) to 2048 (ResNet-50) in practice
+MAX_SIDE = 1024  # a crop side larger than this is a detector's or a classifier's input, not a ReID crop
+
+
+def _embedding_dim(shape: list, path: Path, declared: int | None = None) -> int | None:
+    """D of a [N, D] or [N, D, 1, 1] output shape; InputError naming the file for anything else.
+    A symbolic D is None (then the probe run gives it); ``declared`` must match the probe's."""
+    dims = list(shape)
+    ok = len(dims) == 2 or (len(dims) == 4 and dims[2:] == [1, 1])
+    dim = dims[1] if ok else None
+    if ok and isinstance(dim, int) and not MIN_DIM <= dim <= MAX_DIM:
+        ok = False
+    if ok and declared is not None and isinstance(dim, int) and dim != declared:
+        ok = False
+    if not ok:
+        raise InputError(f"not a person-ReID model: its output has shape {dims}, expected one embedding per crop, "
+                         f"[N, D] or [N, D, 1, 1] with {MIN_DIM} <= D <= {MAX_DIM} (reid=onnx takes a ReID model "
+                         f"such as OSNet or person-reidentification-retail-0287)", path)
+    return dim if isinstance(dim, int) else declared
 
 
 def _layout(layout: str, shape: list, path: Path) -> str:
@@ -98,3 +135,9 @@ def _size(name: str, configured, declared, path: Path) -> int:
     if configured is None:
         raise InputError(f"the model's input {name} is dynamic; set reid.{name}", path)
     return int(configured)
+
+
+def _check_crop_size(height: int, width: int, path: Path) -> None:
+    if not (8 <= height <= MAX_SIDE and 8 <= width <= MAX_SIDE):
+        raise InputError(f"not a person-ReID model: its input is {height}x{width} pixels, expected a person "
+                         f"crop (sides 8 to {MAX_SIDE}, e.g. 256x128)", path)

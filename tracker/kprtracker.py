@@ -194,11 +194,11 @@ class KPRTracker:
         their inverse norms [P, N] (0 for all-zero parts), visibility [P, N] and the unit vectors'
         squared norms [P, N] (1, or 0 for all-zero parts)."""
         valid = np.isfinite(detections.boxes).all(axis=1) & np.isfinite(detections.scores)
-        if not self.uses_appearance:
+        if not self.uses_appearance or len(detections) == 0:
+            # A frame without people says nothing about the part layout (a backend may even hand over
+            # [0, 1, 0]): the tracks' layout is fixed by the first frame with people.
             return valid, None, None, None, None
         if detections.embeddings is None:
-            if len(detections) == 0:
-                return valid, None, None, None, None
             raise ValueError(
                 "KPRTracker: detections have no embeddings but the appearance cue is on "
                 "(run a ReID stage, or set appearance_weight=0 and iou_weight>0 to track boxes only)"

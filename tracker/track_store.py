@@ -44,6 +44,8 @@ class TrackStore:
         return array[: self.size] if axis == 0 else array[:, : self.size]
 
     def enable_features(self, parts: int, dim: int) -> None:
+        if parts < 1 or dim < 1:
+            raise ValueError(f"embeddings of {parts} parts x {dim} dims carry no appearance")
         if self.part_shape is None:
             self.part_shape = (parts, dim)
             self._declare("feats", (parts, self.capacity, dim), np.float32, axis=1)

@@ -95,11 +95,9 @@ class KPRReID:
 
     def embed(self, frame: Frame, detections: Detections) -> Detections:
         """Fill embeddings [N, 1+K, D] and visibility [N, 1+K] for every person of the frame."""
-        n = len(detections)
-        if n == 0:
-            return detections.with_(embeddings=np.zeros((0, 1 + self.arch.parts_num, self.arch.dim_reduce_output),
-                                                        np.float32),
-                                    visibility=np.zeros((0, 1 + self.arch.parts_num), np.float32))
+        if len(detections) == 0:
+            emb, vis = self._run(np.zeros((0, *self.size, 3), np.uint8), None)
+            return detections.with_(embeddings=emb, visibility=vis)
         crops, valid, clipped = crop_boxes(frame.image, detections.boxes, self.size)
         prompts = None
         if self.settings["prompts"] and detections.keypoints is not None:
@@ -138,6 +136,9 @@ class KPRReID:
 
     @torch.inference_mode()
     def _run(self, crops: np.ndarray, prompts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if len(crops) == 0:  # no people: the layout of a frame with people, [0, 1+K, D] / [0, 1+K]
+            parts = 1 + self.arch.parts_num
+            return np.zeros((0, parts, self.arch.dim_reduce_output), np.float32), np.zeros((0, parts), np.float32)
         x = normalise(crops, self.settings["mean"], self.settings["std"], to_rgb=True)
         embs, viss = [], []
         for start in range(0, len(x), self.batch_size):
