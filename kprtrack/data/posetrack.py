@@ -179,10 +179,18 @@ class PoseTrackSource:
         return {"images": self.seq.images, "categories": self.seq.categories, "fps": self.fps}
 
     def fingerprint(self) -> str:
-        """Identifies the input for the stage cache: the annotation file's bytes and the frame set."""
-        from kprtrack.weights import sha256_of
+        """Identifies the input for the stage cache: the annotation file's bytes and every frame's
+        name and bytes (frames replaced in place under the same names are another input; a missing
+        frame counts as missing, and reading it fails where the frame is decoded)."""
+        from kprtrack.data.content_hash import files_digests, named_digest
 
-        return f"posetrack:{self.root.resolve()}:{sha256_of(self.seq.path)}:{len(self.images)}"
+        paths = [self.seq.path] + [self.root / image["file_name"] for image in self.images]
+        try:
+            digests = files_digests(paths, missing_ok=True)
+        except OSError as err:
+            raise InputError(f"cannot read file ({err.strerror or err})", err.filename or self.root) from None
+        return named_digest("posetrack", ["<annotations>"] + [str(image["file_name"]) for image in self.images],
+                            digests)
 
     def frames(self, decode: bool = True) -> Iterator[Frame]:
         for index, image in enumerate(self.images):

@@ -9,6 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
+from kprtrack.data.content_hash import file_digest, files_digests, named_digest
 from kprtrack.errors import InputError
 from kprtrack.record import Frame
 
@@ -41,7 +42,11 @@ class VideoSource:
         return {"fps": self.fps, "source": str(self.path)}
 
     def fingerprint(self) -> str:
-        return "video:" + _stat_fingerprint([self.path])
+        """The video's bytes (see kprtrack.data.content_hash): any other content is another input."""
+        try:
+            return "video:" + file_digest(self.path)
+        except OSError as err:
+            raise InputError(f"cannot read video ({err.strerror or err})", self.path) from None
 
     def frames(self, decode: bool = True) -> Iterator[Frame]:
         import cv2
@@ -82,7 +87,12 @@ class ImageFolderSource:
         return {"fps": self.fps, "source": str(self.path)}
 
     def fingerprint(self) -> str:
-        return "images:" + _stat_fingerprint(self.files)
+        """Every frame's name and bytes, in order."""
+        try:
+            digests = files_digests(self.files)
+        except OSError as err:
+            raise InputError(f"cannot read image ({err.strerror or err})", err.filename or self.path) from None
+        return named_digest("images", (p.name for p in self.files), digests)
 
     def frames(self, decode: bool = True) -> Iterator[Frame]:
         from kprtrack.data.posetrack import read_image
@@ -91,17 +101,6 @@ class ImageFolderSource:
             image: np.ndarray | None = read_image(path) if decode else None
             yield Frame(sequence=self.name, index=index, image=image,
                         file_name=f"{self.name}/{path.name}")
-
-
-def _stat_fingerprint(paths: list[Path]) -> str:
-    """Path, size and modification time of each file: cheap, and any edit changes it."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 def _images_in(folder: Path) -> list[Path]:
