@@ -26,7 +26,36 @@ def test_filter_learns_constant_velocity():
     np.testing.assert_allclose(mean[0, 4:6], [7, -2], atol=0.3)
     mean, cov = kalman.predict(mean, cov)
     np.testing.assert_allclose(mean[0, :2], [100 + 7 * 15, 50 - 2 * 15], atol=1.0)
-    assert np.allclose(cov, cov.transpose(0, 2, 1)) and (np.linalg.eigvalsh(cov) > 0).all()
+    dense = kalman.dense_covariance(cov)
+    assert np.allclose(dense, dense.transpose(0, 2, 1)) and (np.linalg.eigvalsh(dense) > 0).all()
+
+
+def _textbook_step(mean, cov, z):
+    """One predict + update of the dense 8x8 filter, straight from the equations (F, Q, H, R matrices)."""
+    h = mean[3]
+    f = np.eye(8)
+    f[:4, 4:] = np.eye(4)
+    q = np.diag(np.square([h / 20, h / 20, 1e-2, h / 20, h / 160, h / 160, 1e-5, h / 160]))
+    mean, cov = f @ mean, f @ cov @ f.T + q
+    hm = np.eye(4, 8)
+    r = np.diag(np.square([mean[3] / 20, mean[3] / 20, 1e-1, mean[3] / 20]))
+    s = hm @ cov @ hm.T + r
+    gain = cov @ hm.T @ np.linalg.inv(s)
+    return mean + gain @ (z - hm @ mean), (np.eye(8) - gain @ hm) @ cov
+
+
+def test_block_filter_equals_the_dense_textbook_filter():
+    rng = np.random.default_rng(3)
+    z0 = rng.uniform([50, 50, 0.3, 60], [500, 400, 0.6, 200], size=(5, 4))
+    mean, cov = kalman.initiate(z0)
+    ref = [(mean[i].copy(), kalman.dense_covariance(cov)[i]) for i in range(5)]
+    for step in range(20):
+        z = z0 + step * np.array([6.0, -3.0, 0.0, 1.0]) + rng.normal(0, 2, size=z0.shape) * [1, 1, 0.01, 1]
+        mean, cov = kalman.predict(mean, cov)
+        mean, cov = kalman.update(mean, cov, z)
+        ref = [_textbook_step(m, c, z[i]) for i, (m, c) in enumerate(ref)]
+    np.testing.assert_allclose(mean, np.stack([m for m, _ in ref]), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(kalman.dense_covariance(cov), np.stack([c for _, c in ref]), rtol=1e-9, atol=1e-12)
 
 
 def test_batched_filter_equals_one_track_at_a_time():
@@ -46,7 +75,7 @@ def test_gating_distance_is_mahalanobis():
     mean, cov = kalman.initiate(np.array([[100.0, 100.0, 0.5, 100.0]]))
     near, far = [101.0, 100.0, 0.5, 100.0], [180.0, 100.0, 0.5, 100.0]
     distance = kalman.gating_distance(mean, cov, np.array([near, far]))
-    proj_cov = cov[0, :4, :4] + np.diag([5.0, 5.0, 0.1, 5.0]) ** 2
+    proj_cov = kalman.dense_covariance(cov)[0, :4, :4] + np.diag([5.0, 5.0, 0.1, 5.0]) ** 2
     diff = np.array(far) - mean[0, :4]
     assert distance[0, 1] == pytest.approx(diff @ np.linalg.solve(proj_cov, diff), rel=1e-6)
     assert distance[0, 0] < kalman.CHI2_95_4DOF < distance[0, 1]

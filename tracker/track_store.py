@@ -33,7 +33,7 @@ class TrackStore:
         self._declare("boxes", (0, 4), np.float32)  # last matched box
         if self.use_kalman:
             self._declare("mean", (0, 8), np.float64)
-            self._declare("cov", (0, 8, 8), np.float64)
+            self._declare("cov", (0, 3, 4), np.float64)  # per-coordinate 2x2 blocks (see kalman.py)
 
     def _declare(self, name: str, shape: tuple[int, ...], dtype, axis: int = 0) -> None:
         self._columns[name] = (np.zeros(shape, dtype), axis)
