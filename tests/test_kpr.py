@@ -374,3 +374,18 @@ def test_registry_lists_every_published_kpr_file():
     assert {"kpr_occ_pt_SOLIDER", "kpr_market_SOLIDER"} <= set(sol)
     assert all(v.meta["height"] == 384 and v.meta["backbone"] == SOL_MICRO for v in sol.values())
     assert KPR_WEIGHTS["kpr_market_SOLIDER"].file_name == "kpr_market_SOLIDER_93.25_96.59_41453430.pth.tar"
+
+
+@pytest.mark.parametrize("name", ["kpr", "kpr_sol"])
+def test_reid_configs_are_constructor_kwargs(name):
+    """reid=kpr_sol extends reid=kpr: only the SOLIDER settings differ, every key is a KPRReID argument."""
+    import inspect
+
+    from kprtrack.config import compose
+
+    node = compose(f"reid/{name}").reid
+    keys = {k for k in node.keys() if k != "_target_"}
+    assert keys == set(inspect.signature(KPRReID).parameters)
+    if name == "kpr_sol":
+        assert node.backbone == SOL_MICRO and node.height == 384 and list(node.mean) == [0.5] * 3
+        assert node.weights == "kpr_occ_pt_SOLIDER"
