@@ -6,6 +6,7 @@ Layout: ``<root>/images/<split>/<seq>/NNNNNN.jpg`` and ``<root>/<annotations_dir
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -50,6 +51,9 @@ def load_sequence_json(path: str | Path, need_files: bool = True) -> PoseTrackSe
         missing = [k for k in required if not isinstance(image, dict) or k not in image]
         if missing:
             raise InputError(f"images[{i}] lacks {', '.join(missing)}", path)
+    for i, image in enumerate(images):
+        if not _is_id(image["id"]):
+            raise InputError(f"images[{i}] id must be an integer or a string, got {image['id']!r}", path)
     known = {image["id"] for image in images}
     annotations: dict[int, list[dict]] = {image["id"]: [] for image in images}
     raw_annotations = data.get("annotations") or []
@@ -59,16 +63,68 @@ def load_sequence_json(path: str | Path, need_files: bool = True) -> PoseTrackSe
         missing = [k for k in REQUIRED_ANNOTATION_KEYS if not isinstance(ann, dict) or k not in ann]
         if missing:
             raise InputError(f"annotations[{i}] lacks {', '.join(missing)}", path)
-        if ann["image_id"] not in known:
-            raise InputError(f"annotations[{i}] refers to unknown image_id {ann['image_id']}", path)
-        if len(ann["keypoints"] or []) not in (0, 3 * NUM_KEYPOINTS):
-            raise InputError(f"annotations[{i}] has {len(ann['keypoints'])} keypoint values, "
-                             f"expected {3 * NUM_KEYPOINTS}", path)
-        if ann.get("bbox") is not None and len(ann["bbox"]) != 4:
-            raise InputError(f"annotations[{i}] bbox must have 4 numbers", path)
+        if not _is_id(ann["image_id"]) or ann["image_id"] not in known:
+            raise InputError(f"annotations[{i}] refers to unknown image_id {ann['image_id']!r}", path)
+        problem = annotation_problem(ann)
+        if problem:
+            # Both places: the position in the file's list, and the one the evaluation's messages use.
+            where = f"image {ann['image_id']}, annotation {len(annotations[ann['image_id']])}"
+            raise InputError(f"annotations[{i}] ({where}): {problem}", path)
         annotations[ann["image_id"]].append(ann)
     return PoseTrackSequence(name=path.stem, path=path, images=images, annotations=annotations,
                              categories=data.get("categories") or [])
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _numbers_problem(key: str, value, counts: tuple[int, ...] | None) -> str | None:
+    """Why ``value`` is not a list of finite numbers, of one of ``counts`` lengths (None: any)."""
+    if not isinstance(value, list):
+        expected = "" if counts is None else f"{' or '.join(map(str, counts))} "
+        return f"{key} must be a list of {expected}numbers, got {_shown(value)}"
+    if counts is not None and len(value) not in counts:
+        noun = "keypoint" if key == "keypoints" else key
+        return f"has {len(value)} {noun} values, expected {' or '.join(str(c) for c in counts if c)}"
+    bad = next((j for j, v in enumerate(value) if not _is_number(v)), None)
+    if bad is not None:
+        return f"{key}[{bad}] is {_shown(value[bad])}, not a finite number"
+    return None
+
+
+def _integer_problem(key: str, value) -> str | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return None
+    return f"{key} must be an integer, got {_shown(value)}"
+
+
+def annotation_problem(ann: dict) -> str | None:
+    """What is wrong with one annotation's values (None: nothing). Keypoints (17 x 3) and boxes
+    ([x, y, w, h]) may be null or empty; given, they must be finite numbers; ids must be integers."""
+    checks = [("keypoints", (0, 3 * NUM_KEYPOINTS)), ("bbox", (0, 4)), ("bbox_head", (0, 4)),
+              ("scores", None)]
+    for key, counts in checks:
+        if ann.get(key) is not None:
+            problem = _numbers_problem(key, ann[key], counts)
+            if problem:
+                return problem
+    for key in ("track_id", "person_id"):
+        problem = _integer_problem(key, ann.get(key))
+        if problem:
+            return problem
+    return None
 
 
 def find_sequences(root: str | Path, split: str = "val", annotations_dir: str = "posetrack_data") -> list[Path]:
@@ -94,7 +150,7 @@ def polygons(image: dict) -> list[np.ndarray]:
 
 def annotations_to_detections(anns: list[dict]) -> Detections:
     """Ground-truth people of one image. Annotations without a box are skipped."""
-    anns = [a for a in anns if a.get("bbox") is not None and len(a["bbox"]) == 4]
+    anns = [a for a in anns if a.get("bbox")]  # values checked by load_sequence_json
     if not anns:
         empty = Detections.empty()
         return empty.with_(keypoints=np.zeros((0, NUM_KEYPOINTS, 3), np.float32),
