@@ -29,16 +29,23 @@ def boxes_to_xyah(boxes: np.ndarray) -> np.ndarray:
 
 
 def xyah_to_boxes(xyah: np.ndarray) -> np.ndarray:
-    x, y, a, h = (xyah[:, i] for i in range(4))
-    w = a * h
-    return np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=1).astype(np.float32)
+    centre = xyah[:, :2]
+    half = np.empty((len(xyah), 2))
+    half[:, 1] = xyah[:, 3] / 2
+    half[:, 0] = xyah[:, 2] * half[:, 1]
+    boxes = np.empty((len(xyah), 4), np.float32)
+    boxes[:, :2] = centre - half
+    boxes[:, 2:] = centre + half
+    return boxes
+
+
+_XYH = np.array([1.0, 1.0, 0.0, 1.0])  # the coordinates whose noise scales with the height
+_A = np.array([0.0, 0.0, 1.0, 0.0])
 
 
 def _std(h: np.ndarray, scale: float, aspect: float) -> np.ndarray:
     """[N, 4] standard deviations: scale * height for x, y, h; a constant for the aspect."""
-    std = np.repeat((scale * h)[:, None], 4, axis=1)
-    std[:, 2] = aspect
-    return std
+    return h[:, None] * (scale * _XYH) + aspect * _A
 
 
 def initiate(measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

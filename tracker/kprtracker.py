@@ -256,8 +256,9 @@ class KPRTracker:
             forbidden = np.repeat(~valid[None, :], tracks.size, axis=0)
         needs_boxes = self.iou_weight > 0 or self.min_iou > 0 or self.motion_gate > 0 or self.motion_gating
         boxes = np.where(valid[:, None], detections.boxes, 0.0) if needs_boxes else None
+        predicted = tracks.predicted_boxes() if needs_boxes else None
         if self.iou_weight > 0 or self.min_iou > 0:
-            iou = iou_matrix(tracks.predicted_boxes(), boxes)
+            iou = iou_matrix(predicted, boxes)
             if not self.uses_appearance:
                 cost -= iou
             elif self.iou_weight > 0:
@@ -267,17 +268,16 @@ class KPRTracker:
             if self.min_iou > 0:
                 forbidden |= iou < self.min_iou
         if self.motion_gate > 0:
-            forbidden |= self._beyond_motion_gate(boxes)
+            forbidden |= self._beyond_motion_gate(predicted, boxes)
         if self.motion_gating:
             distance = kalman.gating_distance(tracks.column("mean"), tracks.column("cov"), kalman.boxes_to_xyah(boxes))
             forbidden |= distance > kalman.CHI2_95_4DOF
         cost[forbidden] = np.inf
         return cost, dots
 
-    def _beyond_motion_gate(self, boxes: np.ndarray) -> np.ndarray:
+    def _beyond_motion_gate(self, predicted: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """[tracks, detections]: the detection's centre is farther from the track's predicted centre than
         (motion_gate + motion_gate_growth * (frames unseen - 1)) predicted box heights."""
-        predicted = self.tracks.predicted_boxes()
         heights = np.maximum(predicted[:, 3] - predicted[:, 1], 1.0)
         unseen = self.frame - self.tracks.column("last_frame")
         radius = heights * (self.motion_gate + self.motion_gate_growth * (unseen - 1))
