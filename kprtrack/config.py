@@ -51,17 +51,152 @@ def packaged_configs(config_name: str) -> list[tuple[str, str]]:
     return [tuple(e.split("@", 1)) for e in entries if isinstance(e, str) and "@" in e]
 
 
-def compose(config_name: str, overrides: Sequence[str] = ()):
-    """Compose ``configs/<config_name>.yaml`` with command-line style ``key=value`` overrides."""
+def compose(config_name: str, overrides: Sequence[str] = (), require_values: bool = True):
+    """Compose ``configs/<config_name>.yaml`` with command-line style ``key=value`` overrides.
+
+    Every problem is one InputError line naming the override or key: an unparsable override (with
+    how to quote it; a plain value with non-ASCII letters is quoted here), an interpolation that does
+    not resolve, a value of the wrong type for its default (``run.batch_size=abc``), and, with
+    ``require_values``, a mandatory value (``???``) left unset in a stage's config (``dataset.path``).
+    """
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    overrides = [_readable_override(o) for o in overrides]
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="kprtrack"):
-            return hydra_compose(config_name=config_name, overrides=list(overrides))
+            cfg = hydra_compose(config_name=config_name, overrides=overrides)
+            _check_values(cfg, overrides, lambda groups: hydra_compose(config_name=config_name, overrides=groups))
     except (HydraException, OmegaConfBaseException) as err:
         raise InputError(f"bad configuration for '{config_name}': {err}".replace("\n", " ")) from None
+    _check_interpolations(cfg)
+    if require_values:
+        _check_required(cfg)
+    return cfg
+
+
+QUOTING_HINT = ("values with characters other than letters A-Z, digits and -_./:\\ (non-ASCII letters, quotes, "
+                "brackets, spaces at the ends) must be quoted for Hydra, inside the shell's quotes: "
+                "'key=\"value\"', or in a list 'key=[\"a\",\"b\"]'")
+
+
+def _parse_override(text: str):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(text)
+
+
+def _readable_override(text: str) -> str:
+    """``text`` if Hydra parses it; a non-ASCII plain value (a path such as /tmp/vidéo.mp4) quoted
+    for Hydra; otherwise InputError saying how to quote."""
+    from hydra.errors import HydraException
+
+    try:
+        _parse_override(text)
+        return text
+    except HydraException as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    key, eq, value = text.partition("=")
+    plain = (eq and value and not value.isascii() and key.isascii() and not value.startswith(("[", "{"))
+             and not any(c in value for c in "'\"") and not value.endswith("\\"))
+    if plain:
+        quoted = f'{key}="{value}"'
+        try:
+            if _parse_override(quoted).value() == value:
+                return quoted
+        except HydraException:
+            pass
+    raise InputError(f"cannot read the override {text!r} ({reason}): {QUOTING_HINT}")
+
+
+def _check_values(cfg, overrides: list[str], compose_groups) -> None:
+    """A value override whose type does not fit the key's default (composed with the same group
+    choices): an integer, number or true/false key given something else."""
+    from omegaconf import OmegaConf
+
+    groups, values = [], []
+    for text in overrides:
+        override = _parse_override(text)
+        is_group = (config_dir() / override.key_or_group.split("@")[0]).is_dir()
+        if is_group or override.is_delete():
+            groups.append(text)
+        elif not override.is_add():
+            values.append(override.key_or_group)
+    if not values:
+        return
+    base = compose_groups(groups)
+    for key in values:
+        default = OmegaConf.select(base, key, throw_on_resolution_failure=False)
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        expected = _type_problem(default, value)
+        if expected:
+            shown = str(default).lower() if isinstance(default, bool) else repr(default)
+            raise InputError(f"bad value {key}={value!r}: must be {expected} (the default is {shown})")
+
+
+def _type_problem(default, value) -> str | None:
+    """What ``value`` should be, given the type of ``default`` (None: it fits)."""
+    if value is None or default is None or isinstance(value, str) and value.startswith("${"):
+        return None
+    if isinstance(default, bool):
+        ok = isinstance(value, bool) or str(value).lower() in ("true", "false")
+        return None if ok else "true or false"
+    if isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            return None
+        ok = isinstance(value, int) and not isinstance(value, bool) or _parses(value, int)
+        return None if ok else "an integer"
+    if isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) or _parses(value, float)
+        return None if ok else "a number"
+    return None
+
+
+def _parses(value, kind) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        kind(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _interpolations(node, prefix: str = ""):
+    """(dotted key, raw text) of every leaf holding a ``${...}`` interpolation, in a plain container."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        dotted = f"{prefix}{key}"
+        if isinstance(value, (dict, list)):
+            yield from _interpolations(value, dotted + ".")
+        elif isinstance(value, str) and "${" in value:
+            yield dotted, value
+
+
+def _check_interpolations(cfg) -> None:
+    """Every ``${...}`` resolves (a ``???`` it points to is left to _check_required)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    for key, text in _interpolations(OmegaConf.to_container(cfg, resolve=False)):
+        try:
+            OmegaConf.select(cfg, key, throw_on_missing=True)
+        except MissingMandatoryValue:
+            continue
+        except (OmegaConfBaseException, ValueError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(f"cannot resolve {key}={text}: {reason}") from None
+
+
+def _check_required(cfg) -> None:
+    """Mandatory values (``???``) of the stages and data set that will be built (nodes with a _target_)."""
+    from omegaconf import OmegaConf
+
+    for key in sorted(OmegaConf.missing_keys(cfg)):
+        parent = key.rpartition(".")[0]
+        if parent and OmegaConf.select(cfg, f"{parent}._target_", default=None) is not None:
+            raise InputError(f"missing value: {key} (add {key}=<value> to the command line)")
 
 
 def compose_command(config_name: str, argv: Sequence[str]):
@@ -71,7 +206,7 @@ def compose_command(config_name: str, argv: Sequence[str]):
         return compose(config_name, argv)
     from omegaconf import OmegaConf
 
-    print(OmegaConf.to_yaml(compose(config_name, [a for a in argv if a != "--cfg"])))
+    print(OmegaConf.to_yaml(compose(config_name, [a for a in argv if a != "--cfg"], require_values=False)))
     return None
 
 
