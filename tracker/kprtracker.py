@@ -220,7 +220,7 @@ class KPRTracker:
         # transposed view (BLAS takes strided operands). NaN/inf anywhere in a row shows up in its
         # norms; such rows are unusable and zeroed so they cannot leak NaN into the matrix products.
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            norms_t = np.sqrt(np.vecdot(embeddings, embeddings)).T  # [P, N]
+            norms_t = np.sqrt(np.einsum("npd,npd->np", embeddings, embeddings)).T  # [P, N] (numpy 1.x has no vecdot)
             # One finite total says every value is finite (the usual case) in a few calls; otherwise
             # (or if the total merely overflowed) the rows are checked one by one.
             if not np.isfinite(norms_t.sum() + visibility.sum()):
