@@ -12,17 +12,18 @@ border band are compared without that shift's quarter pixel.
 """
 from __future__ import annotations
 
+import json
 import warnings
 
 import cv2
 import numpy as np
 import pytest
 
-from tool_modules import REFERENCE_FIXTURES as FIXTURES
-from tool_modules import reference_tool
 from kprtrack.pose.hrnet import HRNetPose
 from kprtrack.pose.topdown import box_to_center_scale, warp_matrices
 from kprtrack.record import Frame
+from tool_modules import REFERENCE_FIXTURES as FIXTURES
+from tool_modules import reference_tool
 
 
 
@@ -46,6 +47,23 @@ def _heatmaps_on_official_crops(est, image, ref, centers, scales, step):
     maps = est.heatmaps(crops)
     np.testing.assert_allclose(maps[:, :, ::step, ::step], ref["heatmaps_sample"], atol=1e-5, rtol=0)
     return maps
+
+
+def _kprtrack_hrnet_from_mmpose_keys(tool, ref, layout: str, fmt: str) -> HRNetPose:
+    """kprtrack's HRNet given the fixture's seeded weights under mmpose's parameter names, through
+    kprtrack's key adapter (which must find every key)."""
+    import torch
+
+    from kprtrack.pose.hrnet_checkpoint import adapt_keys, load_into
+
+    shapes = {line.split(" ")[0]: json.loads(line.split(" ", 1)[1]) for line in str(ref["state_keys"]).splitlines()}
+    state, found = adapt_keys(tool.hrnet_state({k: torch.zeros(s) for k, s in shapes.items()}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = HRNetPose(weights=None, arch="w32", input_size=[256, 192], layout=layout, device="cpu")
+    report = load_into(est.model, state, found)
+    assert found == fmt and report.ok and not report.unexpected, report.summary()
+    return est
 
 
 def _both_axes_rule_tolerance(maps, scales):
@@ -89,23 +107,13 @@ def test_matches_official_hrnet(tool, one_torch_thread):
 def test_matches_mmpose1_hrnet_with_its_key_names_flip_and_codecs(tool, one_torch_thread):
     """mmpose 1.x: its HRNet (weights named as mmpose names them, through kprtrack's key adapter),
     flip_heatmaps, MSRAHeatmap decode (argmax and DARK) and mapping back to the frame."""
-    import torch
-
     from kprtrack.pose.heatmaps import decode_heatmaps
-    from kprtrack.pose.hrnet_checkpoint import adapt_keys, load_into
     from kprtrack.pose.topdown import to_frame
 
     ref = np.load(FIXTURES / "hrnet_w32_mmpose1.npz")
     image, boxes = tool.load_people()
     assert tool.frame_digest(image) == str(ref["frame_sha256"])
-    shapes = {line.split(" ")[0]: eval(line.split(" ", 1)[1]) for line in str(ref["state_keys"]).splitlines()}
-    mmpose_state = tool.hrnet_state({k: torch.zeros(s) for k, s in shapes.items()})
-    state, fmt = adapt_keys(mmpose_state)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        est = HRNetPose(weights=None, arch="w32", input_size=[256, 192], layout="coco", device="cpu")
-    report = load_into(est.model, state, fmt)
-    assert fmt == "mmpose1" and report.ok and not report.unexpected, report.summary()
+    est = _kprtrack_hrnet_from_mmpose_keys(tool, ref, "coco", "mmpose1")
 
     centers, scales = box_to_center_scale(boxes, est.input_size, est.padding)
     maps = _heatmaps_on_official_crops(est, image, ref, centers, scales, tool.HEATMAP_STRIDE)
@@ -125,22 +133,13 @@ def test_matches_mmpose1_hrnet_with_its_key_names_flip_and_codecs(tool, one_torc
 def test_matches_mmpose0_hrnet_the_posetrack_registry_code(tool, one_torch_thread):
     """mmpose 0.x (what trained the hrnet_*_posetrack18_* files): its HRNet under its key names via
     kprtrack's 0.x adapter, PoseTrack18 flip pairs, flip_back + shift, keypoints_from_heatmaps."""
-    import torch
-
     from kprtrack.pose.heatmaps import decode_heatmaps
-    from kprtrack.pose.hrnet_checkpoint import adapt_keys, load_into
     from kprtrack.pose.topdown import to_frame
 
     ref = np.load(FIXTURES / "hrnet_w32_mmpose0.npz")
     image, boxes = tool.load_people()
     assert tool.frame_digest(image) == str(ref["frame_sha256"])
-    shapes = {line.split(" ")[0]: eval(line.split(" ", 1)[1]) for line in str(ref["state_keys"]).splitlines()}
-    state, fmt = adapt_keys(tool.hrnet_state({k: torch.zeros(s) for k, s in shapes.items()}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        est = HRNetPose(weights=None, arch="w32", input_size=[256, 192], layout="posetrack", device="cpu")
-    report = load_into(est.model, state, fmt)
-    assert fmt == "mmpose0" and report.ok and not report.unexpected, report.summary()
+    est = _kprtrack_hrnet_from_mmpose_keys(tool, ref, "posetrack", "mmpose0")
 
     centers, scales = box_to_center_scale(boxes, est.input_size, est.padding)
     maps = _heatmaps_on_official_crops(est, image, ref, centers, scales, tool.HEATMAP_STRIDE)

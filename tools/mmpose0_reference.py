@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hrnet_reference import HEATMAP_STRIDE, frame_digest, hrnet_state, load_people  # noqa: E402
-from mmpose_reference import W32_EXTRA  # noqa: E402
+from hrnet_reference import HEATMAP_STRIDE, frame_digest, load_people  # noqa: E402
+from mmpose_reference import seeded_hrnet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "reference"
@@ -82,14 +82,7 @@ def main() -> int:
     import torch
 
     mm = _mmpose0(args.mmpose_repo)
-    model = torch.nn.Module()
-    model.backbone = mm.HRNet(extra=W32_EXTRA, in_channels=3)
-    model.keypoint_head = torch.nn.Module()
-    model.keypoint_head.final_layer = torch.nn.Conv2d(32, 17, 1)
-    model.eval()
-    state = model.state_dict()
-    state.update(hrnet_state(state))
-    model.load_state_dict(state)
+    model, state = seeded_hrnet(mm.HRNet, "keypoint_head")
 
     image, boxes = load_people()
     rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # LoadImageFromFile, channel_order='rgb'

@@ -59,6 +59,21 @@ def _mmpose(repo: Path):
         TopdownAffine=get("mmpose.datasets.transforms.topdown_transforms").TopdownAffine)
 
 
+def seeded_hrnet(hrnet_class, head: str):
+    """mmpose's HRNet-W32 backbone plus the head's 1x1 ``final_layer`` under ``head``, seeded by name."""
+    import torch
+
+    model = torch.nn.Module()
+    model.backbone = hrnet_class(extra=W32_EXTRA, in_channels=3)
+    setattr(model, head, torch.nn.Module())
+    getattr(model, head).final_layer = torch.nn.Conv2d(32, 17, 1)
+    model.eval()
+    state = model.state_dict()
+    state.update(hrnet_state(state))
+    model.load_state_dict(state)
+    return model, state
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mmpose-repo", type=Path, required=True, help="checkout of open-mmlab/mmpose")
@@ -68,14 +83,7 @@ def main() -> int:
     import torch
 
     mm = _mmpose(args.mmpose_repo)
-    model = torch.nn.Module()
-    model.backbone = mm.HRNet(extra=W32_EXTRA, in_channels=3)
-    model.head = torch.nn.Module()
-    model.head.final_layer = torch.nn.Conv2d(32, 17, 1)
-    model.eval()
-    state = model.state_dict()
-    state.update(hrnet_state(state))
-    model.load_state_dict(state)
+    model, state = seeded_hrnet(mm.HRNet, "head")
 
     image, boxes = load_people()
     centers, scales = mm.bbox.bbox_xyxy2cs(boxes, padding=1.25)
