@@ -104,52 +104,33 @@ def test_matches_official_hrnet(tool, one_torch_thread):
     assert (same_rule & positive).sum() >= 20  # enough joints compared exactly
 
 
-def test_matches_mmpose1_hrnet_with_its_key_names_flip_and_codecs(tool, one_torch_thread):
-    """mmpose 1.x: its HRNet (weights named as mmpose names them, through kprtrack's key adapter),
-    flip_heatmaps, MSRAHeatmap decode (argmax and DARK) and mapping back to the frame."""
+@pytest.mark.parametrize("name, layout, fmt, per_axis_shift", [
+    # mmpose 1.x: its HRNet, flip_heatmaps, MSRAHeatmap decode (argmax, DARK), mapping back
+    ("hrnet_w32_mmpose1", "coco", "mmpose1", True),
+    # mmpose 0.x, what trained the hrnet_*_posetrack18_* files: PoseTrack18 flip pairs, flip_back +
+    # shift, keypoints_from_heatmaps ('default' shifts both axes only when both are inside; 'unbiased')
+    ("hrnet_w32_mmpose0", "posetrack", "mmpose0", False),
+])
+def test_matches_mmpose_hrnet_with_its_key_names_flip_and_decoding(tool, one_torch_thread, name, layout, fmt,
+                                                                   per_axis_shift):
     from kprtrack.pose.heatmaps import decode_heatmaps
     from kprtrack.pose.topdown import to_frame
 
-    ref = np.load(FIXTURES / "hrnet_w32_mmpose1.npz")
+    ref = np.load(FIXTURES / f"{name}.npz")
     image, boxes = tool.load_people()
     assert tool.frame_digest(image) == str(ref["frame_sha256"])
-    est = _kprtrack_hrnet_from_mmpose_keys(tool, ref, "coco", "mmpose1")
+    est = _kprtrack_hrnet_from_mmpose_keys(tool, ref, layout, fmt)
 
     centers, scales = box_to_center_scale(boxes, est.input_size, est.padding)
     maps = _heatmaps_on_official_crops(est, image, ref, centers, scales, tool.HEATMAP_STRIDE)
-    for method in ("argmax", "dark"):
+    rule_tolerance, same_rule = _both_axes_rule_tolerance(maps, scales)
+    stride = np.array([est.input_size[1] / maps.shape[3], est.input_size[0] / maps.shape[2]])
+    # DARK's Newton step: mmpose works on float32 log-heatmaps, kprtrack in float64
+    tolerances = {"argmax": 1e-3 if per_axis_shift else rule_tolerance, "dark": 5e-3}
+    for method, tolerance in tolerances.items():
         decoded = decode_heatmaps(maps, method)
-        stride = np.array([est.input_size[1] / maps.shape[3], est.input_size[0] / maps.shape[2]])
         frame = to_frame(decoded[..., :2] * stride, centers, scales, est.input_size)
         np.testing.assert_allclose(decoded[..., 2], ref[f"scores_{method}"], atol=1e-5, err_msg=method)
         positive = ref[f"scores_{method}"] > 0  # mmpose puts a non-positive maximum at (-1, -1); see above
-        assert positive.sum() >= 20
-        # DARK's Newton step: mmpose works on float32 log-heatmaps, kprtrack in float64
-        tolerance = 1e-3 if method == "argmax" else 5e-3
-        np.testing.assert_allclose(frame[positive], ref[f"keypoints_{method}"][positive], atol=tolerance,
-                                   err_msg=method)
-
-
-def test_matches_mmpose0_hrnet_the_posetrack_registry_code(tool, one_torch_thread):
-    """mmpose 0.x (what trained the hrnet_*_posetrack18_* files): its HRNet under its key names via
-    kprtrack's 0.x adapter, PoseTrack18 flip pairs, flip_back + shift, keypoints_from_heatmaps."""
-    from kprtrack.pose.heatmaps import decode_heatmaps
-    from kprtrack.pose.topdown import to_frame
-
-    ref = np.load(FIXTURES / "hrnet_w32_mmpose0.npz")
-    image, boxes = tool.load_people()
-    assert tool.frame_digest(image) == str(ref["frame_sha256"])
-    est = _kprtrack_hrnet_from_mmpose_keys(tool, ref, "posetrack", "mmpose0")
-
-    centers, scales = box_to_center_scale(boxes, est.input_size, est.padding)
-    maps = _heatmaps_on_official_crops(est, image, ref, centers, scales, tool.HEATMAP_STRIDE)
-    tolerance, same_rule = _both_axes_rule_tolerance(maps, scales)
-    stride = np.array([est.input_size[1] / maps.shape[3], est.input_size[0] / maps.shape[2]])
-    for method in ("argmax", "dark"):
-        decoded = decode_heatmaps(maps, method)
-        frame = to_frame(decoded[..., :2] * stride, centers, scales, est.input_size)
-        np.testing.assert_allclose(decoded[..., 2], ref[f"scores_{method}"], atol=1e-5, err_msg=method)
-        positive = ref[f"scores_{method}"] > 0  # mmpose 0.x puts a non-positive maximum at (-1, -1) too
-        close = np.abs(frame - ref[f"keypoints_{method}"]) <= (tolerance if method == "argmax" else 5e-3)
-        assert close[positive].all(), method
-    assert (same_rule & (ref["scores_argmax"] > 0)).sum() >= 20
+        assert (np.abs(frame - ref[f"keypoints_{method}"]) <= tolerance)[positive].all(), method
+    assert (same_rule & (ref["scores_argmax"] > 0)).sum() >= 20  # enough joints compared exactly
