@@ -62,8 +62,10 @@ def test_exported_onnx_matches_pytorch(tmp_path, nano_detector):
 def test_fixed_batch_export_is_fed_frame_by_frame(tmp_path, nano_detector):
     path = export_onnx(nano_detector.model, nano_detector.input_hw, tmp_path / "fixed.onnx",
                        dynamic_batch=False)
-    detector = YOLOXOnnxDetector(weights=str(path), batch_size=8)
+    with pytest.warns(UserWarning, match="person-only YOLOX, read as a ByteTrack detector"):
+        detector = YOLOXOnnxDetector(weights=str(path), batch_size=8)  # 1 class in the output rows
     assert detector.batch_size == 1 and detector.input_hw == (160, 224)
+    assert detector.preprocess == "bytetrack" and detector.post.nms_thresh == 0.7
     frames = [Frame("s", i, np.full((100, 100, 3), 40 * i, np.uint8)) for i in range(3)]
     assert len(detector.detect(frames)) == 3
     with pytest.raises(InputError, match=r"fixed.onnx.*input_size=\[320, 320\] but the model's input is fixed"):
