@@ -30,13 +30,18 @@ class Numpy1Pickler(pickle._Pickler):  # the pure-Python pickler: its save_globa
         super().save_global(obj, name)
 
 
-# torch.save takes a pickle module; only its Pickler is used for writing.
-numpy1_pickle_module = types.SimpleNamespace(Pickler=Numpy1Pickler, __name__="numpy1_pickle")
+def _dump(obj, file, protocol=2):
+    Numpy1Pickler(file, protocol).dump(obj)
 
 
-def save_numpy1(obj, path) -> None:
-    """``torch.save`` as a numpy 1.x process would write ``obj``."""
-    torch.save(obj, path, pickle_module=numpy1_pickle_module)
+# torch.save takes a pickle module: its Pickler writes the zip format's pickle, the legacy
+# (pre-1.6, e.g. the original HRNet release) format also calls its dump.
+numpy1_pickle_module = types.SimpleNamespace(Pickler=Numpy1Pickler, dump=_dump, __name__="numpy1_pickle")
+
+
+def save_numpy1(obj, path, legacy_format: bool = False) -> None:
+    """``torch.save`` as a numpy 1.x process would write ``obj`` (``legacy_format``: as torch < 1.6 did)."""
+    torch.save(obj, path, pickle_module=numpy1_pickle_module, _use_new_zipfile_serialization=not legacy_format)
 
 
 def data_pickle(path) -> bytes:

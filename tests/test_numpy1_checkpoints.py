@@ -92,3 +92,12 @@ def test_refusals_name_the_object_and_never_execute_it(tmp_path):
     save_numpy1({"model": {}, "hook": Path("x")}, path)
     with pytest.raises(InputError, match=r"Python object of type pathlib\.\w*Path.*never arbitrary code"):
         torch_load(path)
+
+
+def test_legacy_format_files_load_too(tmp_path):
+    """Files saved by torch < 1.6 (not zip archives), like the original HRNet release, with numpy meta."""
+    path = tmp_path / "pose_hrnet_w32_256x192.pth"
+    save_numpy1({"final_layer.weight": torch.ones(17, 32, 1, 1), "best": np.float64(0.744)}, path, legacy_format=True)
+    loaded = torch_load(path)
+    assert loaded["best"] == pytest.approx(0.744) and loaded["final_layer.weight"].shape == (17, 32, 1, 1)
+    assert b"numpy.core.multiarray" in path.read_bytes()
