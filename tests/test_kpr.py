@@ -365,6 +365,7 @@ def test_kpr_sol_checkpoint_loads_strictly_with_its_semantic_weight(tmp_path, fa
         KPRReID(weights=str(path), backbone=MICRO, height=96, width=32, dim=32)
     assert f"reid.backbone='{MICRO}' but checkpoint has '{SOL_MICRO}'" in str(err.value)
     assert "reid.mean=[0.485, 0.456, 0.406] but checkpoint has [0.5, 0.5, 0.5]" in str(err.value)
+    assert "e.g. with reid=kpr_sol" in str(err.value)
 
 
 def test_registry_lists_every_published_kpr_file():

@@ -222,8 +222,10 @@ def _reconcile(settings: dict, stored: dict, policy: str, path) -> dict:
         return settings
     listing = ", ".join(f"reid.{key}={mine!r} but checkpoint has {theirs!r}" for key, mine, theirs in conflicts)
     if policy == "error":
+        preset = any(key == "backbone" and _arch_name(theirs) in SOLIDER_SPECS for key, _, theirs in conflicts)
         raise InputError(f"configuration conflicts with the checkpoint: {listing} (set these keys to the "
-                         f"checkpoint's values, or reid.config_conflicts=use_checkpoint)", path)
+                         f"checkpoint's values{', e.g. with reid=kpr_sol' if preset else ''}, or "
+                         f"reid.config_conflicts=use_checkpoint)", path)
     warnings.warn(f"{path}: using the checkpoint's values instead of the configuration: {listing}", stacklevel=3)
     return {**settings, **{key: theirs for key, _, theirs in conflicts}}
 
