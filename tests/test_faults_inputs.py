@@ -204,6 +204,34 @@ def test_content_hash_is_memoised_and_rehashed_on_any_change(tmp_path, monkeypat
     assert content_hash.file_digest(path) != first and reads == [path]
 
 
+def test_content_hash_of_a_file_changed_just_now_is_not_remembered(tmp_path, monkeypatch):
+    """Timestamps are coarse: a rewrite within the same tick could keep the key, so a file changed
+    less than RACY_NS ago is hashed again next time (git's racy-clean rule)."""
+    from kprtrack.data import content_hash
+
+    path = tmp_path / "fresh.bin"
+    path.write_bytes(b"frame" * 1000)
+    first = content_hash.file_digest(path)
+    reads = []
+    real = content_hash._hash_file
+    monkeypatch.setattr(content_hash, "_hash_file", lambda p: reads.append(p) or real(p))
+    content_hash._MEMO.clear()
+    assert content_hash.file_digest(path) == first and reads == [path]
+
+
+def test_content_hash_memo_in_an_unwritable_home_is_only_skipped(tmp_path, monkeypatch):
+    from kprtrack.data import content_hash
+
+    home = tmp_path / "home"
+    home.write_text("a file where the folder should be: unwritable even for root")
+    monkeypatch.setenv("KPRTRACK_HOME", str(home))
+    monkeypatch.setattr(content_hash, "RACY_NS", 0)
+    path = tmp_path / "clip.bin"
+    path.write_bytes(b"x" * 4096)
+    assert content_hash.file_digest(path) == hashlib.sha256(b"x" * 4096).hexdigest()
+    assert home.is_file()
+
+
 def test_image_folder_fingerprint_follows_image_content(tmp_path):
     from kprtrack.data.video import ImageFolderDataset
 
