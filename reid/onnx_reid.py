@@ -13,6 +13,8 @@ import numpy as np
 from kprtrack.errors import InputError, MissingModelError
 from kprtrack.record import Detections, Frame
 from kprtrack.reid.crops import crop_boxes, normalise, resize_images
+from kprtrack.reid.onnx_weights import ONNX_REID_WEIGHTS
+from kprtrack.weights import resolve_weights
 
 
 class OnnxReID:
@@ -25,7 +27,10 @@ class OnnxReID:
             import onnxruntime as ort
         except ImportError:
             raise MissingModelError("reid=onnx needs onnxruntime (pip install onnxruntime)") from None
-        path = Path(str(model)).expanduser()
+        if str(model) in ONNX_REID_WEIGHTS or "://" in str(model):  # a registry name or URL: downloaded once
+            path = resolve_weights(str(model), ONNX_REID_WEIGHTS)
+        else:
+            path = Path(str(model)).expanduser()
         if not path.is_file():
             raise InputError("ONNX ReID model not found (set reid.model=<path to .onnx>)", path)
         try:
