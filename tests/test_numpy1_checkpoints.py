@@ -16,6 +16,7 @@ from kprtrack.detector.yolox_weights import load_state_dict
 from kprtrack.errors import InputError
 from kprtrack.pose import hrnet_checkpoint as hrnet
 from kprtrack.reid.kpr.checkpoint import _safe_globals as kpr_safe_globals
+from kprtrack.reid.kpr.checkpoint import checkpoint_settings, unsupported_features
 from kprtrack.reid.kpr.checkpoint import read_checkpoint as read_kpr
 from kprtrack.weights import torch_load
 from numpy1_pickle import data_pickle, save_numpy1
@@ -42,8 +43,13 @@ def test_torchreid_kpr_checkpoint():
     state, config = read_kpr(FIXTURES / "torchreid_kpr.pth.tar")
     assert sorted(state) == ["backbone_appearance_feature_extractor.parts_embed",
                              "parts_after_pooling_dim_reduce.layers.0.weight", "pixel_classifier.classifier.weight"]
-    assert config["model"]["kpr"]["keypoints"]["prompt_preprocess"] == "cck8"
-    assert config["data"]["norm_std"] == [0.229, 0.224, 0.225] and config["train"]["max_epoch"] == 120
+    # the KPR repository's whole default config tree + its Occluded-PoseTrack test config
+    assert config["project"]["name"] == "KPR" and config["model"]["kpr"]["keypoints"]["prompt_preprocess"] == "cck8"
+    assert config["data"]["norm_std"] == [0.229, 0.224, 0.225]
+    assert unsupported_features(config) == []  # upstream's defaults are all reproduced
+    settings = checkpoint_settings(state, config)
+    assert settings["backbone"].startswith("swinv2_base_window12to16") and settings["semantic_weight"] == 0.2
+    assert settings["test_embeddings"] == ["bn_foreg", "parts"] and settings["binary_visibility"] is True
     raw = torch_load(FIXTURES / "torchreid_kpr.pth.tar", tuple(kpr_safe_globals()))
     assert isinstance(raw["rank1"], np.float32) and raw["rank1"] == pytest.approx(0.9233)
     assert raw["mAP"] == pytest.approx(0.8234) and raw["epoch"] == 120

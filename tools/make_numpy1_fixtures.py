@@ -2,8 +2,13 @@
 
 Run it in a throwaway environment with numpy < 2 (never the project's own):
 
-    python3.11 -m venv /tmp/np1 && /tmp/np1/bin/pip install torch 'numpy<2' yacs
-    /tmp/np1/bin/python tools/make_numpy1_fixtures.py
+    python3.11 -m venv /tmp/np1 && /tmp/np1/bin/pip install torch 'numpy<2' yacs deepdiff
+    git clone https://github.com/VlSomers/keypoint_promptable_reidentification /tmp/kpr_src  # 8db8263
+    /tmp/np1/bin/python tools/make_numpy1_fixtures.py --kpr-repo /tmp/kpr_src
+
+The torchreid file's config is the KPR repository's own: ``get_default_config()`` merged with
+configs/kpr/imagenet/kpr_occ_posetrack_test.yaml, as its main.py builds it (without a checkout, a
+small hand-written CfgNode with the same keys kprtrack reads).
 
 Published KPR (torchreid), mmpose and YOLOX/ByteTrack checkpoints were saved under numpy 1.x, so
 their numpy values are pickled as ``numpy.core.multiarray.scalar`` / ``_reconstruct``. The files
@@ -72,14 +77,31 @@ def torchreid_config():
     return cfg
 
 
-def torchreid_checkpoint() -> dict:
+def upstream_torchreid_config(repo: Path):
+    """The KPR repository's default config tree + the Occluded-PoseTrack test config, as main.py merges them."""
+    import types
+
+    for name in ("torchreid", "torchreid.utils", "torchreid.scripts"):  # skip the packages' heavy __init__
+        module = types.ModuleType(name)
+        module.__path__ = [str(repo / name.replace(".", "/"))]
+        sys.modules[name] = module
+    sys.path.insert(0, str(repo))
+    from torchreid.scripts.default_config import get_default_config  # yacs, deepdiff and constants only
+
+    cfg = get_default_config()
+    cfg.merge_from_file(str(repo / "configs" / "kpr" / "imagenet" / "kpr_occ_posetrack_test.yaml"))
+    return cfg
+
+
+def torchreid_checkpoint(config=None) -> dict:
     optimizer, scheduler = trained_optimizer_and_scheduler("adam")
     state = tensors({"module.backbone_appearance_feature_extractor.parts_embed": (10, 1, 4),
                      "module.pixel_classifier.classifier.weight": (9, 4, 1, 1),
                      "module.parts_after_pooling_dim_reduce.layers.0.weight": (6, 4)}, seed=1)
     cmc = np.array([0.9233, 0.95, 0.97], dtype=np.float32)
     return {"state_dict": state, "epoch": 120, "rank1": cmc[0], "mAP": np.float64(0.8234),
-            "ssmd": np.float64(1.25), "config": torchreid_config(), "optimizer": optimizer, "scheduler": scheduler}
+            "ssmd": np.float64(1.25), "config": config if config is not None else torchreid_config(),
+            "optimizer": optimizer, "scheduler": scheduler}
 
 
 def dataset_meta(names: tuple[str, ...], dataset: str) -> dict:
@@ -131,12 +153,17 @@ def yolox_checkpoint(bytetrack: bool) -> dict:
 
 
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kpr-repo", type=Path, help="checkout of the KPR repository, for its real config tree")
+    args = parser.parse_args()
     if int(np.__version__.split(".")[0]) >= 2:
         print(f"run this under numpy < 2 (found {np.__version__}): the point is numpy 1.x pickles", file=sys.stderr)
         return 2
     OUT.mkdir(parents=True, exist_ok=True)
     files = {
-        "torchreid_kpr.pth.tar": torchreid_checkpoint(),
+        "torchreid_kpr.pth.tar": torchreid_checkpoint(upstream_torchreid_config(args.kpr_repo) if args.kpr_repo else None),
         "mmpose1_hrnet_coco.pth": mmpose1_checkpoint(COCO, "coco"),
         "mmpose1_hrnet_posetrack18.pth": mmpose1_checkpoint(POSETRACK, "posetrack18"),
         "mmpose0_hrnet_posetrack18.pth": mmpose0_checkpoint(),
