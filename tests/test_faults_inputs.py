@@ -323,6 +323,24 @@ def test_malformed_annotation_values_are_one_message(shared, tmp_path, name, edi
         assert str(path) in message and "annotations[1]" in message and key in message, message
 
 
+@pytest.mark.parametrize("edit, phrase", [
+    (lambda im: im.update(file_name=["a.jpg"]), "file_name must be a string"),
+    (lambda im: im.update(ignore_regions_x=[["a", 1, 2]]), "ignore_regions_x[0][0]"),
+    (lambda im: im.update(ignore_regions_y="1,2,3"), "ignore_regions_y must be a list"),
+    (lambda im: im.update(id=[1]), "id must be an integer"),
+])
+def test_malformed_image_values_are_one_message(shared, tmp_path, edit, phrase):
+    from kprtrack.data.posetrack import load_sequence_json
+
+    data = json.loads((shared / "data/posetrack18/annotations/val/009473_mpii_test.json").read_text())
+    edit(data["images"][0])
+    path = tmp_path / "seq.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError) as err:
+        load_sequence_json(path)
+    assert str(path) in str(err.value) and "images[0]" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
 def test_malformed_annotation_through_the_cli(shared, tmp_path):
     root = tmp_path / "pt18"
     shutil.copytree(shared / "data/posetrack18/images", root / "images")

@@ -52,8 +52,9 @@ def load_sequence_json(path: str | Path, need_files: bool = True) -> PoseTrackSe
         if missing:
             raise InputError(f"images[{i}] lacks {', '.join(missing)}", path)
     for i, image in enumerate(images):
-        if not _is_id(image["id"]):
-            raise InputError(f"images[{i}] id must be an integer or a string, got {image['id']!r}", path)
+        problem = image_problem(image, need_files)
+        if problem:
+            raise InputError(f"images[{i}]: {problem}", path)
     known = {image["id"] for image in images}
     annotations: dict[int, list[dict]] = {image["id"]: [] for image in images}
     raw_annotations = data.get("annotations") or []
@@ -108,6 +109,25 @@ def _integer_problem(key: str, value) -> str | None:
     if isinstance(value, float) and value.is_integer():
         return None
     return f"{key} must be an integer, got {_shown(value)}"
+
+
+def image_problem(image: dict, need_files: bool) -> str | None:
+    """What is wrong with one image entry's values (None: nothing)."""
+    if not _is_id(image["id"]):
+        return f"id must be an integer or a string, got {_shown(image['id'])}"
+    if need_files and not isinstance(image["file_name"], str):
+        return f"file_name must be a string, got {_shown(image['file_name'])}"
+    for key in ("ignore_regions_x", "ignore_regions_y"):
+        regions = image.get(key)
+        if regions is None:
+            continue
+        if not isinstance(regions, list):
+            return f"{key} must be a list of coordinate lists, got {_shown(regions)}"
+        for j, region in enumerate(regions):
+            problem = _numbers_problem(f"{key}[{j}]", region, None)
+            if problem:
+                return problem
+    return None
 
 
 def annotation_problem(ann: dict) -> str | None:
