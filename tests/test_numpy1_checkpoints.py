@@ -107,3 +107,23 @@ def test_legacy_format_files_load_too(tmp_path):
     loaded = torch_load(path)
     assert loaded["best"] == pytest.approx(0.744) and loaded["final_layer.weight"].shape == (17, 32, 1, 1)
     assert b"numpy.core.multiarray" in path.read_bytes()
+
+
+@pytest.mark.parametrize("name, preset", [("torchreid_kpr.pth.tar", "kpr"), ("torchreid_kpr_sol.pth.tar", "kpr_sol")])
+def test_reid_presets_agree_with_upstream_test_configs(name, preset):
+    """reid=kpr / reid=kpr_sol ask for what the KPR repository's occ-PoseTrack test configs (IN /
+    SOLIDER) hold: no conflict to report (dim and parts come from tensor shapes, not these files)."""
+    import warnings
+
+    from kprtrack.config import compose, instantiate
+    from kprtrack.reid.kpr.stage import _reconcile
+
+    state, config = read_kpr(FIXTURES / name)
+    assert unsupported_features(config) == []
+    node = compose(f"reid/{preset}", [f"reid.weights=null"]).reid
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random initialisation
+        reid = instantiate(node)
+    stored = {k: v for k, v in checkpoint_settings({}, config).items() if k != "dim"}
+    settings = _reconcile(reid.settings, stored, "error", FIXTURES / name)  # raises on any conflict
+    assert settings["backbone"].split(".")[0] == config["model"]["kpr"]["backbone"].split(".")[0]

@@ -6,9 +6,9 @@ Run it in a throwaway environment with numpy < 2 (never the project's own):
     git clone https://github.com/VlSomers/keypoint_promptable_reidentification /tmp/kpr_src  # 8db8263
     /tmp/np1/bin/python tools/make_numpy1_fixtures.py --kpr-repo /tmp/kpr_src
 
-The torchreid file's config is the KPR repository's own: ``get_default_config()`` merged with
-configs/kpr/imagenet/kpr_occ_posetrack_test.yaml, as its main.py builds it (without a checkout, a
-small hand-written CfgNode with the same keys kprtrack reads).
+The torchreid files' configs are the KPR repository's own: ``get_default_config()`` merged with
+configs/kpr/{imagenet,solider}/kpr_occ_posetrack_test.yaml, as its main.py builds them (without a
+checkout: only the KPR_IN file, with a small hand-written CfgNode of the keys kprtrack reads).
 
 Published KPR (torchreid), mmpose and YOLOX/ByteTrack checkpoints were saved under numpy 1.x, so
 their numpy values are pickled as ``numpy.core.multiarray.scalar`` / ``_reconstruct``. The files
@@ -77,8 +77,8 @@ def torchreid_config():
     return cfg
 
 
-def upstream_torchreid_config(repo: Path):
-    """The KPR repository's default config tree + the Occluded-PoseTrack test config, as main.py merges them."""
+def upstream_torchreid_config(repo: Path, test_config: str):
+    """The KPR repository's default config tree + one of its test configs, as main.py merges them."""
     import types
 
     for name in ("torchreid", "torchreid.utils", "torchreid.scripts"):  # skip the packages' heavy __init__
@@ -89,7 +89,13 @@ def upstream_torchreid_config(repo: Path):
     from torchreid.scripts.default_config import get_default_config  # yacs, deepdiff and constants only
 
     cfg = get_default_config()
-    cfg.merge_from_file(str(repo / "configs" / "kpr" / "imagenet" / "kpr_occ_posetrack_test.yaml"))
+    cfg.merge_from_file(str(repo / "configs" / "kpr" / test_config))
+    # What torchreid.data.compute_parts_num_and_names sets at start-up, before any checkpoint is
+    # saved (it needs the whole data stack to import): K from masks.preprocess, prompt parts from
+    # keypoints.prompt_preprocess. Both test configs use 'eight' and 'cck8'.
+    assert cfg.model.kpr.masks.preprocess == "eight" and cfg.model.kpr.keypoints.prompt_preprocess == "cck8"
+    cfg.model.kpr.masks.parts_num = 8
+    cfg.model.kpr.masks.prompt_parts_num = 8
     return cfg
 
 
@@ -163,13 +169,17 @@ def main() -> int:
         return 2
     OUT.mkdir(parents=True, exist_ok=True)
     files = {
-        "torchreid_kpr.pth.tar": torchreid_checkpoint(upstream_torchreid_config(args.kpr_repo) if args.kpr_repo else None),
+        "torchreid_kpr.pth.tar": torchreid_checkpoint(
+            upstream_torchreid_config(args.kpr_repo, "imagenet/kpr_occ_posetrack_test.yaml") if args.kpr_repo else None),
         "mmpose1_hrnet_coco.pth": mmpose1_checkpoint(COCO, "coco"),
         "mmpose1_hrnet_posetrack18.pth": mmpose1_checkpoint(POSETRACK, "posetrack18"),
         "mmpose0_hrnet_posetrack18.pth": mmpose0_checkpoint(),
         "yolox_coco.pth": yolox_checkpoint(bytetrack=False),
         "bytetrack_mot17.pth.tar": yolox_checkpoint(bytetrack=True),
     }
+    if args.kpr_repo:  # KPR_SOL's file: the same layout, SOLIDER's test config
+        files["torchreid_kpr_sol.pth.tar"] = torchreid_checkpoint(
+            upstream_torchreid_config(args.kpr_repo, "solider/kpr_occ_posetrack_test.yaml"))
     for name, payload in files.items():
         torch.save(payload, OUT / name)
         print(f"{OUT / name}: {(OUT / name).stat().st_size} bytes (numpy {np.__version__}, torch {torch.__version__})")
