@@ -11,10 +11,13 @@ from typing import Iterable, Iterator, Sequence
 
 from kprtrack.cache import StageCache, stage_key
 from kprtrack.config import compose_command, instantiate
+from kprtrack.data.auto import source_overrides
 from kprtrack.errors import InputError
 from kprtrack.io import write_json, write_text
 from kprtrack.output_filters import FilterConfig, SequenceFilter, describe, summarise
+from kprtrack.first_run import announce
 from kprtrack.record import Detections, Frame
+from kprtrack.run_summary import instrument, summary
 from kprtrack.writers import POSETRACK_SUBDIR, PoseTrackWriter
 
 # Keys of a stage's config that describe it rather than being constructor arguments.
@@ -271,6 +274,7 @@ def run(cfg, run_dir: Path) -> dict:
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     dataset = build_stage(cfg.dataset)
     stages = build_stages(cfg, run_dir)
+    clock = instrument(stages)  # frames/s per stage, people and files for the summary
     cache = StageCache(cfg.run.cache_dir, enabled=bool(cfg.run.cache))
     names, written = [], []
     for source in dataset.sequences():
@@ -286,7 +290,7 @@ def run(cfg, run_dir: Path) -> dict:
         raise InputError("the data set has no sequences", getattr(dataset, "path", None))
     metrics = evaluate(cfg, dataset, run_dir, names)
     return {"sequences": names, "files": written, "metrics": metrics,
-            "output_filters": state.filter_summary(names)}
+            "output_filters": state.filter_summary(names), "clock": clock}
 
 
 def headline(metrics: dict) -> str:
@@ -297,11 +301,12 @@ def headline(metrics: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    cfg = compose_command("run", argv)
+    cfg = compose_command("run", source_overrides(argv))  # source=<path>: dataset=video|images
     if cfg is None:
         return 0
     if cfg.run.resume and not cfg.output.dir:
         raise InputError("run.resume=true needs output.dir=<the folder of the run to resume>")
+    announce(cfg)  # first-run downloads, heavy stack on a CPU
     run_dir = make_run_dir(cfg)
     started = time.perf_counter()
     try:
@@ -313,6 +318,5 @@ def main(argv: list[str]) -> int:
         print(describe(result["output_filters"]))
     if result["metrics"]:
         print(headline(result["metrics"]))
-    print(f"{len(result['sequences'])} sequence(s) in {time.perf_counter() - started:.1f} s")
-    print(f"run folder: {run_dir}")
+    print(summary(result.get("clock"), run_dir, len(result["sequences"]), time.perf_counter() - started))
     return 0

@@ -186,7 +186,7 @@ def test_every_missing_weights_file_is_named_in_one_go(tmp_path):
     err = result.stderr
     assert "3 stages cannot start" in err and "Traceback" not in err
     assert f"detector: {tmp_path / 'no_yolox.onnx'}" in err and f"pose: {tmp_path / 'no_hrnet.pth'}" in err
-    assert "reid: " in err and "kpr_occ_pt_IN" in err
+    assert "reid: " in err and "kpr_dancetrack_sportsmot_posetrack21_occludedduke_market_split0.pth.tar" in err
     assert not list((tmp_path / "o").rglob("*.json")) and not list((tmp_path / "o").rglob("*.mp4"))
 
 
