@@ -47,6 +47,10 @@ CASES = {
                    timm_kwargs=dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))),
     "kpr_sol": dict(backbone="solider_swin_base_patch4_window7_224", height=384, width=128,
                     mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], solider_depths=(2, 2, 2, 2), semantic_weight=0.2),
+    # the Market-1501 / Occluded-ReID / Partial-ReID models' parts: five_v outputs, cck6 prompts
+    "kpr_sol_five_v": dict(backbone="solider_swin_base_patch4_window7_224", height=384, width=128,
+                           mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], solider_depths=(2, 2, 2, 2),
+                           semantic_weight=0.2, parts=("five_v", 5), prompt_parts=("cck6", 6)),
 }
 DIM = 32  # embedding size D (dim_reduce_output)
 
@@ -142,10 +146,11 @@ def upstream_config(repo: Path, case: dict):
     cfg.data.norm_mean, cfg.data.norm_std = case["mean"], case["std"]
     cfg.model.kpr.backbone = case["backbone"]
     cfg.model.kpr.dim_reduce_output = DIM
-    cfg.model.kpr.masks.preprocess = "eight"
-    cfg.model.kpr.masks.parts_num = 8
-    cfg.model.kpr.keypoints.prompt_preprocess = "cck8"
-    cfg.model.kpr.masks.prompt_parts_num = 8
+    (parts, parts_num), (prompt, prompt_num) = case.get("parts", ("eight", 8)), case.get("prompt_parts", ("cck8", 8))
+    cfg.model.kpr.masks.preprocess = parts
+    cfg.model.kpr.masks.parts_num = parts_num  # as torchreid.data.compute_parts_num_and_names sets them
+    cfg.model.kpr.keypoints.prompt_preprocess = prompt
+    cfg.model.kpr.masks.prompt_parts_num = prompt_num
     cfg.model.solider.semantic_weight = case.get("semantic_weight", cfg.model.solider.semantic_weight)
     cfg.model.backbone_pretrained_path = ""
     return cfg
