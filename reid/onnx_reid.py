@@ -34,7 +34,9 @@ class OnnxReID:
         if not path.is_file():
             raise InputError("ONNX ReID model not found (set reid.model=<path to .onnx>)", path)
         try:
-            self.session = ort.InferenceSession(str(path), providers=list(providers or ["CPUExecutionProvider"]))
+            options = ort.SessionOptions()  # no spinning between calls: the other stages need the cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.session = ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
         except Exception as err:  # onnxruntime raises its own exception types for unreadable models
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise InputError(f"cannot load ONNX model: {first}", path) from None
