@@ -104,7 +104,7 @@ def summary(clock: RunClock | None, run_dir: Path, sequences: int, seconds: floa
             lines.append("tracks: " + _paths(tracks))
         frames = clock.frames.get("tracker", 0)
         lines.append(f"found {len(clock.identities)} identities (track ids): {clock.boxes} tracked people-boxes "
-                     f"in {frames} frames, at most {clock.most_at_once} people in one frame")
+                     f"in {frames} frames, at most {clock.most_at_once} in one frame")
         stages = [f"{name} {_fps(clock.frames[name], clock.seconds[name])}"
                   for name in ("detector", "pose", "reid", "tracker") if clock.frames.get(name)]
         cached = [name for name in ("detector", "pose", "reid") if not clock.frames.get(name) and frames]
