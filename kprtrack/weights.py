@@ -5,6 +5,7 @@ Every model stage (detector, pose, ReID) resolves ``<stage>.weights=<name|path|u
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -242,8 +243,14 @@ def pending_downloads(cfg, stages: tuple[str, ...] = ("detector", "pose", "reid"
         if spec is None or spec.meta.get("manual_download") or spec.file_name in pending \
                 or (cache_dir() / spec.file_name).is_file():
             continue
-        pending[spec.file_name] = PendingDownload(stage, str(name), spec, remote_size(spec))
-    return list(pending.values())
+        pending[spec.file_name] = PendingDownload(stage, str(name), spec, None)
+    if not pending:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(pending)) as pool:  # one HEAD wait, not one per file (offline: timeouts)
+        sizes = list(pool.map(lambda p: remote_size(p.spec), pending.values()))
+    return [dataclasses.replace(p, size=size) for p, size in zip(pending.values(), sizes)]
 
 
 def _megabytes(size: int | None) -> str:
