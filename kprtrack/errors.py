@@ -20,3 +20,26 @@ class InputError(Exception):
 
 class MissingModelError(InputError):
     """A stage was selected whose model is not available (not installed, or not built yet)."""
+
+
+class OutputError(InputError):
+    """The run cannot write its results: a full disk, a read-only folder, a file where a folder
+    should be. One line on stderr naming the path, exit code 3; finished sequences are kept."""
+
+    exit_code = 3
+
+    @classmethod
+    def from_os_error(cls, err: OSError, path: str | Path | None = None, what: str = "cannot write") -> "OutputError":
+        reason = err.strerror or str(err)
+        return cls(f"{what}: {reason}", err.filename or path)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt (temporary files are removed on the way)."""
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr, in the CLI's format."""
+    import sys
+
+    print(f"kprtrack run: warning: {message}", file=sys.stderr, flush=True)

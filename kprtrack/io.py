@@ -61,3 +61,32 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_open(path, "wb") as handle:
         handle.write(data)
     return Path(path)
+
+
+# Temporary names of files being written: atomic_open's ``.<name>.<random>.tmp`` and the rendered
+# video's ``.<name>.<random>.partial.mp4``. A killed run leaves them behind; the next run in the
+# folder (it holds the folder's lock, so no other run is writing there) removes them.
+PARTIAL_SUFFIXES = (".tmp", ".partial.mp4")
+
+
+def remove_partials(folder: str | Path) -> list[Path]:
+    """Remove the hidden temporary files a killed run left in ``folder`` (not recursive)."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        if path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIXES) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def spool(folder: str | Path, max_size: int = 1 << 20):
+    """A text buffer for a sequence's output that moves to an anonymous file in ``folder`` beyond
+    ``max_size`` bytes: memory stays flat over long videos, and nothing is left behind when the
+    process dies."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return tempfile.SpooledTemporaryFile(max_size=max_size, mode="w+", encoding="utf-8", dir=folder,
+                                         prefix=".kprtrack-spool.")

@@ -1,8 +1,11 @@
 """``python -m kprtrack run``: frames -> detector -> pose -> ReID -> tracker -> writers (-> eval)."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -12,8 +15,8 @@ from typing import Iterable, Iterator, Sequence
 from kprtrack.cache import StageCache, stage_key
 from kprtrack.config import compose_command, instantiate
 from kprtrack.data.auto import source_overrides
-from kprtrack.errors import InputError
-from kprtrack.io import write_json, write_text
+from kprtrack.errors import InputError, OutputError, Terminated, warn
+from kprtrack.io import remove_partials, write_json, write_text
 from kprtrack.output_filters import FilterConfig, SequenceFilter, describe, summarise
 from kprtrack.first_run import announce
 from kprtrack.record import Detections, Frame
@@ -65,7 +68,9 @@ def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
-def make_run_dir(cfg) -> Path:
+def make_run_dir(cfg) -> tuple[Path, list[Path]]:
+    """The run folder (created if needed) and the folders this call created, outermost first (a run
+    that fails before writing anything removes them again)."""
     if cfg.output.dir:
         run_dir = Path(cfg.output.dir).expanduser()
     else:
@@ -75,8 +80,56 @@ def make_run_dir(cfg) -> Path:
         while run_dir.exists():
             suffix += 1
             run_dir = run_dir.with_name(f"{run_dir.name.split('+')[0]}+{suffix}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir.resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError("output.dir is a file, not a folder", run_dir)
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()][::-1]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError.from_os_error(err, run_dir, "cannot create the run folder") from None
+    return run_dir.resolve(), [p.resolve() for p in created]
+
+
+LOCK_NAME = ".kprtrack.lock"
+
+
+class RunLock:
+    """One run at a time per run folder: an exclusive ``flock`` on ``<run>/.kprtrack.lock``, which
+    holds the owner's pid. The kernel drops the lock when its process dies (even by SIGKILL), so a
+    killed run never blocks the folder."""
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+
+        self.path = run_dir / LOCK_NAME
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise OutputError.from_os_error(err, self.path, "cannot lock the run folder") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise InputError(f"another kprtrack run (pid {holder}) is using this folder; wait for it to end "
+                                 "or choose another output.dir", run_dir) from None
+            try:  # the previous holder may have removed the file while we opened it: lock the live one
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # while still held: a waiting run then locks a new file
+        os.close(self.fd)
+        self.fd = None
 
 
 MODEL_STAGES = ("detector", "pose", "reid")
@@ -100,7 +153,7 @@ def build_stages(cfg, run_dir: Path) -> Stages:
         **models,
         tracker=build_stage(cfg.tracker),
         writers=[build_stage(node, dir=str(run_dir)) for node in cfg.output.writers.values()],
-        output_filter=SequenceFilter(filter_config(cfg)),
+        output_filter=SequenceFilter(filter_config(cfg), spill_dir=str(run_dir)),
     )
 
 
@@ -109,7 +162,9 @@ def filter_config(cfg) -> FilterConfig:
 
 
 class SequenceCache:
-    """Cache keys of the three model stages for one sequence, and the deepest cached output (or None)."""
+    """Cache keys of the three model stages for one sequence, the deepest cached output (or None),
+    and the entries being written for the stages that run. Outputs go to the cache as they come
+    (chunked, see ``StageCache``), never kept in memory; a cache that cannot be written is a warning."""
 
     def __init__(self, cache: StageCache, cfg, stages: Stages, source):
         from omegaconf import OmegaConf
@@ -129,18 +184,50 @@ class SequenceCache:
             if self.hit is not None:
                 self.start = depth
                 break
-        self.new: dict[str, list[Detections]] = {name: [] for name in MODEL_STAGES[self.start:]}
+        self.writers = {}
+        for name in MODEL_STAGES[self.start:]:
+            writer = self.cache.writer(name, self.keys[name])
+            if writer is not None:
+                self.writers[name] = writer
 
-    def save(self) -> None:
-        for name, frames in self.new.items():
-            self.cache.save(name, self.keys[name], frames)
+    def record(self, name: str, outputs: list[Detections]) -> None:
+        writer = self.writers.get(name)
+        if writer is None:
+            return
+        try:
+            writer.add(outputs)
+        except OSError as err:
+            self._drop(err)
+
+    def commit(self) -> None:
+        """Publish the entries (after the sequence's files are written)."""
+        while self.writers:
+            name = next(iter(self.writers))
+            try:
+                self.writers.pop(name).commit()
+            except OSError as err:
+                self._drop(err)
+
+    def _drop(self, err: OSError) -> None:
+        self.cache.failed(err)
+        self.abort()
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+        self.writers = {}
+
+    def close(self) -> None:
+        self.abort()
+        if self.hit is not None:
+            self.hit.close()
 
 
 def model_outputs(batch: list[Frame], stages: Stages, seq_cache: SequenceCache) -> list[Detections]:
     """Detector -> pose -> ReID for a batch of frames, starting after the deepest cached stage."""
     if seq_cache.start == 0:
         outputs = stages.detector.detect(batch)
-        seq_cache.new["detector"] += outputs
+        seq_cache.record("detector", outputs)
     else:
         outputs = [seq_cache.hit[f.index] for f in batch]
     for step, name in ((1, "pose"), (2, "reid")):
@@ -148,7 +235,7 @@ def model_outputs(batch: list[Frame], stages: Stages, seq_cache: SequenceCache) 
             stage = getattr(stages, name)
             run = stage.estimate if name == "pose" else stage.embed
             outputs = [run(frame, dets) for frame, dets in zip(batch, outputs)]
-            seq_cache.new[name] += outputs
+            seq_cache.record(name, outputs)
     return outputs
 
 
@@ -158,17 +245,28 @@ def _writes_filtered(writer) -> bool:
 
 def _end_sequence(stages: Stages) -> tuple[list[Path], dict]:
     """Filter the sequence's tracks, hand them to the track-file writers, and close every writer."""
-    tracks, stats = stages.output_filter.finish()
-    for writer in filter(_writes_filtered, stages.writers):
-        for frame, people in tracks:
+    tracks, stats = stages.output_filter.stream()
+    track_writers = list(filter(_writes_filtered, stages.writers))
+    for frame, people in tracks:
+        for writer in track_writers:
             writer.write(frame, people)
     return [path for writer in stages.writers for path in writer.end_sequence()], stats
+
+
+def _abort_sequence(stages: Stages) -> None:
+    """A sequence failed or was interrupted: writers drop their buffers and partial files."""
+    stages.output_filter.begin()
+    for writer in stages.writers:
+        abort = getattr(writer, "abort", None)
+        if abort is not None:
+            abort()
 
 
 def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> tuple[list[Path], dict]:
     """Run every stage over one sequence and write it; returns the files written and the output
     filters' counts. On bad input mid-way (a damaged video), the frames tracked so far are still
-    written before the error goes up."""
+    written before the error goes up. The sequence's files are written before its cache entries are
+    published: a cache failure (a warning) never costs the sequence."""
     from tqdm import tqdm
 
     seq_cache = SequenceCache(cache, cfg, stages, source)
@@ -176,26 +274,35 @@ def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> tuple[list
     streaming = [w for w in stages.writers if not _writes_filtered(w)]
     stages.tracker.reset()
     stages.output_filter.begin()
-    for writer in stages.writers:
-        writer.begin_sequence(source.name, source.meta)
     bar = tqdm(total=len(source) or None, desc=source.name, unit="frame", disable=not cfg.run.progress,
                file=sys.stderr, dynamic_ncols=True, leave=False)
     try:
-        for batch in batched(source.frames(decode=needs_pixels), int(cfg.run.batch_size)):
-            for frame, detections in zip(batch, model_outputs(batch, stages, seq_cache)):
-                detections = stages.tracker.update(detections)
-                for writer in streaming:
-                    writer.write(frame, detections)
-                frame.image = None  # the decoded frame is no longer needed: keep memory flat
-                stages.output_filter.add(frame, detections)
-            bar.update(len(batch))
-    except InputError:
-        _end_sequence(stages)
+        for writer in stages.writers:
+            writer.begin_sequence(source.name, source.meta)
+        try:
+            for batch in batched(source.frames(decode=needs_pixels), int(cfg.run.batch_size)):
+                for frame, detections in zip(batch, model_outputs(batch, stages, seq_cache)):
+                    detections = stages.tracker.update(detections)
+                    for writer in streaming:
+                        writer.write(frame, detections)
+                    frame.image = None  # the decoded frame is no longer needed: keep memory flat
+                    stages.output_filter.add(frame, detections)
+                bar.update(len(batch))
+        except InputError as error:
+            if isinstance(error, OutputError):
+                raise
+            seq_cache.abort()
+            _end_sequence(stages)
+            raise
+        result = _end_sequence(stages)
+        seq_cache.commit()
+        return result
+    except BaseException:
+        _abort_sequence(stages)
         raise
     finally:
+        seq_cache.close()
         bar.close()
-    seq_cache.save()
-    return _end_sequence(stages)
 
 
 def evaluate(cfg, dataset, run_dir: Path, names: Sequence[str]) -> dict | None:
@@ -243,6 +350,7 @@ class RunState:
         self.finished: dict[str, list[str]] = {}
         self.filter_cfg = filter_config(cfg)
         self.filter_stats: dict[str, dict] = {}  # output filters' counts per finished sequence
+        self.failed: dict[str, str] = {}  # sequences that failed (run.on_error) and why
         if resume and self.path.is_file():
             try:
                 state = json.loads(self.path.read_text())
@@ -259,7 +367,17 @@ class RunState:
     def done(self, name: str, files: list[Path], run_dir: Path, filter_stats: dict) -> None:
         self.finished[name] = [str(Path(f).relative_to(run_dir)) for f in files]
         self.filter_stats[name] = filter_stats
-        write_json(self.path, {"config_hash": self.config_hash, "finished": self.finished,
+        self.failed.pop(name, None)
+        self.save()
+
+    def fail(self, name: str, reason: str) -> None:
+        self.failed[name] = reason
+        self.save()
+
+    def save(self) -> None:
+        """Written at the start of a run too: a new (not resumed) run in a used folder starts from
+        an empty state at once, so a resume never takes an earlier run's files for its own."""
+        write_json(self.path, {"config_hash": self.config_hash, "finished": self.finished, "failed": self.failed,
                                "output_filters": self.filter_summary(self.finished)}, indent=1)
 
     def filter_summary(self, names) -> dict:
@@ -267,30 +385,79 @@ class RunState:
         return summarise(self.filter_cfg, {n: self.filter_stats[n] for n in names if n in self.filter_stats})
 
 
+ON_ERROR = ("stop", "skip")
+
+
+def check_run_options(cfg) -> None:
+    """``run.batch_size`` (frames per detector call) and ``run.on_error``, before any work."""
+    size = cfg.run.batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InputError(f"run.batch_size must be an integer >= 1, not {size!r}")
+    on_error = cfg.run.get("on_error", "stop")
+    if on_error not in ON_ERROR:
+        raise InputError(f"run.on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
+
+
+def _sources(dataset) -> Iterator[tuple[str, object]]:
+    """(name, source or the InputError that opening it raised). A video folder's videos are opened
+    one by one here, so an unreadable one does not end the listing (``run.on_error=skip``)."""
+    from kprtrack.data.video import VideoDataset, VideoSource
+
+    if isinstance(dataset, VideoDataset):
+        for path in dataset.files:
+            try:
+                yield path.stem, VideoSource(path)
+            except InputError as error:
+                yield path.stem, error
+        return
+    for source in dataset.sequences():
+        yield source.name, source
+
+
+def _failure(error: BaseException) -> str:
+    if isinstance(error, InputError):
+        return str(error)
+    return f"internal error {type(error).__name__}: {error} (run.on_error=stop shows the traceback)"
+
+
 def run(cfg, run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
     state = RunState(run_dir, cfg, bool(cfg.run.resume))
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     dataset = build_stage(cfg.dataset)
     stages = build_stages(cfg, run_dir)
-    clock = instrument(stages)  # frames/s per stage, people and files for the summary
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    state.save()
     cache = StageCache(cfg.run.cache_dir, enabled=bool(cfg.run.cache))
+    skip = cfg.run.get("on_error", "stop") == "skip"
     names, written = [], []
-    for source in dataset.sequences():
-        names.append(source.name)
-        if source.name in state.finished:
-            print(f"  {source.name}: finished earlier, kept", file=sys.stderr)
+    for name, source in _sources(dataset):
+        names.append(name)
+        if name in state.finished:
+            print(f"  {name}: finished earlier, kept", file=sys.stderr)
             continue
-        files, filter_stats = track_sequence(source, stages, cfg, cache)
-        state.done(source.name, files, run_dir, filter_stats)
+        try:
+            if isinstance(source, BaseException):
+                raise source
+            files, filter_stats = track_sequence(source, stages, cfg, cache)
+        except OutputError:
+            raise  # the run folder cannot be written: every later sequence would fail the same way
+        except Exception as error:  # noqa: BLE001 - recorded, then stop or skip (run.on_error)
+            state.fail(name, _failure(error))
+            if not skip:
+                raise
+            print(f"kprtrack run: {name}: {_failure(error)} (skipped, run.on_error=skip)", file=sys.stderr)
+            continue
+        state.done(name, files, run_dir, filter_stats)
         written += files
-        print(f"  {source.name}: {len(source)} frames", file=sys.stderr)
+        print(f"  {name}: {len(source)} frames", file=sys.stderr)
     if not names:
         raise InputError("the data set has no sequences", getattr(dataset, "path", None))
-    metrics = evaluate(cfg, dataset, run_dir, names)
+    done = [n for n in names if n in state.finished]
+    metrics = evaluate(cfg, dataset, run_dir, done) if done else None
     return {"sequences": names, "files": written, "metrics": metrics,
-            "output_filters": state.filter_summary(names), "clock": clock}
+            "output_filters": state.filter_summary(names),
+            "failed": {n: state.failed[n] for n in names if n in state.failed}}
 
 
 def headline(metrics: dict) -> str:
@@ -300,23 +467,88 @@ def headline(metrics: dict) -> str:
             f"IDSW {int(box['IDSW'])}")
 
 
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _remove_if_untouched(run_dir: Path, created: list[Path]) -> None:
+    """A run that failed before writing anything: remove the folders it created (only if empty)."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def main(argv: list[str]) -> int:
-    cfg = compose_command("run", source_overrides(argv))  # source=<path>: dataset=video|images
+    cfg = compose_command("run", argv)
     if cfg is None:
         return 0
     if cfg.run.resume and not cfg.output.dir:
         raise InputError("run.resume=true needs output.dir=<the folder of the run to resume>")
-    announce(cfg)  # first-run downloads, heavy stack on a CPU
-    run_dir = make_run_dir(cfg)
+    check_run_options(cfg)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    try:
+        return _main(cfg)
+    except Terminated:
+        print("kprtrack run: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _main(cfg) -> int:
+    run_dir, created = make_run_dir(cfg)
+    lock = None
     started = time.perf_counter()
     try:
-        result = run(cfg, run_dir)
-    except InputError:
-        print(f"run folder (finished sequences kept): {run_dir}", file=sys.stderr)
+        lock = RunLock(run_dir)
+        result = _run_locked(cfg, run_dir)
+    except BaseException as error:
+        if lock is not None:
+            lock.release()
+        _remove_if_untouched(run_dir, created)
+        if run_dir.exists() and isinstance(error, (InputError, OSError)):
+            print(f"run folder (finished sequences kept): {run_dir}", file=sys.stderr)
+        if isinstance(error, OSError):
+            raise OutputError.from_os_error(error, run_dir, _io_what(error)) from None
         raise
+    lock.release()
     if result["output_filters"]["enabled"]:
         print(describe(result["output_filters"]))
     if result["metrics"]:
         print(headline(result["metrics"]))
-    print(summary(result.get("clock"), run_dir, len(result["sequences"]), time.perf_counter() - started))
+    print(f"{len(result['sequences'])} sequence(s) in {time.perf_counter() - started:.1f} s")
+    print(f"run folder: {run_dir}")
+    if result["failed"]:
+        failed = result["failed"]
+        print(f"kprtrack run: {len(failed)} of {len(result['sequences'])} sequence(s) failed (recorded in "
+              f"{run_dir / 'state.json'}):", file=sys.stderr)
+        for name, reason in failed.items():
+            print(f"  {name}: {reason}", file=sys.stderr)
+        return InputError.exit_code
     return 0
+
+
+def _io_what(error: OSError) -> str:
+    return "cannot write" if error.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES,
+                                             errno.EPERM, errno.ENOTDIR, errno.EEXIST) else "I/O error"
+
+
+def _run_locked(cfg, run_dir: Path) -> dict:
+    """``run`` with the leftovers of a killed run removed first (the lock is ours: nobody writes here)."""
+    from omegaconf import OmegaConf
+
+    remove_partials(run_dir)
+    for node in cfg.output.writers.values():
+        subdir = OmegaConf.select(node, "subdir") if OmegaConf.is_config(node) else None
+        if subdir:
+            remove_partials(run_dir / str(subdir))
+    return run(cfg, run_dir)

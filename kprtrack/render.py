@@ -1,19 +1,30 @@
 """A rendered video of the tracks: boxes coloured by track id, id labels, skeletons, short trails.
 
-A Writer like the others: the mp4 is encoded into a temporary file beside the target and renamed
-when the sequence ends, so a killed run never leaves a half-written video under the final name.
+A Writer like the others: the mp4 is encoded into a temporary file beside the target (a unique
+hidden name: runs never share it) and renamed when the sequence ends, after checking that the file
+holds every frame (OpenCV's encoder does not report a full disk): a killed run or a full disk never
+leaves a half-written video under the final name.
+
+What the encoder cannot take is adapted with a warning: an fps that is not a number in
+(0.01, 65535] (containers may report 90000 or NaN) becomes 25; frames smaller than 16 px or larger
+than 8190 px a side are scaled (the video is a view of the tracks; the track files keep the
+source's pixel coordinates).
 """
 from __future__ import annotations
 
 import colorsys
+import errno
+import math
 import os
+import tempfile
 from collections import deque
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from kprtrack.errors import InputError
+from kprtrack.errors import OutputError, warn
+from kprtrack.io import _umask
 from kprtrack.record import POSETRACK_SKELETON, Detections, Frame
 
 
@@ -59,6 +70,37 @@ def draw_tracks(image: np.ndarray, detections: Detections, keypoint_threshold: f
     return image
 
 
+FALLBACK_FPS = 25.0
+MIN_FPS, MAX_FPS = 0.01, 65535.0  # mp4v: the time base denominator must fit 16 bits
+MIN_SIDE, MAX_SIDE = 16, 8190  # mp4v: 13-bit sides (8192 fails)
+
+
+def usable_fps(fps, source: str) -> float:
+    """``fps`` when the encoder takes it, else 25 with a warning naming the source."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if fps is None:
+        return FALLBACK_FPS
+    if not (math.isfinite(value) and MIN_FPS < value <= MAX_FPS):
+        warn(f"{source}: frame rate {fps!r} is not usable for the rendered video "
+             f"(must be in ({MIN_FPS}, {MAX_FPS:g}]): rendering at {FALLBACK_FPS:g} fps")
+        return FALLBACK_FPS
+    return value
+
+
+def render_size(width: int, height: int) -> tuple[int, int]:
+    """The encoded size: the frame's, scaled (aspect kept) so both sides are within [16, 8190]."""
+    scale = 1.0
+    if max(width, height) > MAX_SIDE:
+        scale = MAX_SIDE / max(width, height)
+    if min(width, height) * scale < MIN_SIDE:
+        scale = MIN_SIDE / min(width, height)
+    size = [min(MAX_SIDE, max(MIN_SIDE, round(v * scale))) for v in (width, height)]
+    return size[0], size[1]
+
+
 class VideoRenderWriter:
     """``output.render=true``: ``render/<seq>.mp4`` at the source fps."""
 
@@ -76,26 +118,46 @@ class VideoRenderWriter:
         return self.enabled
 
     def begin_sequence(self, name: str, meta: dict) -> None:
-        self._name, self._fps = name, float(meta.get("fps") or 25.0)
-        self._writer, self._size = None, None
+        self.abort()
+        self._name, self._source = name, str(meta.get("source") or name)
+        self._fps = usable_fps(meta.get("fps"), self._source) if self.enabled else FALLBACK_FPS
+        self._writer, self._size, self._frame_size, self._tmp, self._frames = None, None, None, None, 0
         self._trails: dict[int, deque] | None = {} if self.trail_length > 0 else None
         self._last_seen: dict[int, int] = {}
-        self._tmp = self.out_dir / f".{name}.partial.mp4"
+
+    def _open(self, width: int, height: int) -> None:
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self._name}.", suffix=".partial.mp4", dir=self.out_dir)
+            os.close(fd)
+        except OSError as err:
+            raise OutputError.from_os_error(err, self.out_dir, "cannot write the rendered video") from None
+        self._tmp = Path(tmp)
+        self._frame_size = (width, height)
+        self._size = render_size(width, height)
+        if self._size != self._frame_size:
+            warn(f"{self._source}: {width}x{height} frames are rendered at {self._size[0]}x{self._size[1]} "
+                 f"(the encoder takes {MIN_SIDE} to {MAX_SIDE} px a side)")
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self._fps, self._size)
+        if not self._writer.isOpened():
+            self.abort()
+            raise OutputError(f"OpenCV cannot encode {self._size[0]}x{self._size[1]} video at {self._fps:g} fps "
+                              f"with codec {self.fourcc}", self.out_dir / f"{self._name}.mp4")
 
     def write(self, frame: Frame, detections: Detections) -> None:
         if not self.enabled or frame.image is None:
             return
         if self._writer is None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._size = (frame.image.shape[1], frame.image.shape[0])
-            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self._fps, self._size)
-            if not self._writer.isOpened():
-                raise InputError(f"cannot encode video with codec {self.fourcc}", self._tmp)
+            self._open(frame.image.shape[1], frame.image.shape[0])
         image = frame.image.copy()
-        if (image.shape[1], image.shape[0]) != self._size:
-            image = cv2.resize(image, self._size)
-        self._writer.write(draw_tracks(image, detections, self.keypoint_threshold, self._trails,
-                                       self.trail_length))
+        if (image.shape[1], image.shape[0]) != self._frame_size:
+            image = cv2.resize(image, self._frame_size)  # a frame of another size than the first
+        image = draw_tracks(image, detections, self.keypoint_threshold, self._trails, self.trail_length)
+        if self._size != self._frame_size:
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA if self._size[0] < self._frame_size[0]
+                               else cv2.INTER_NEAREST)
+        self._writer.write(image)
+        self._frames += 1
         self._forget_old_trails(frame.index, detections)
 
     def _forget_old_trails(self, index: int, detections: Detections) -> None:
@@ -109,11 +171,47 @@ class VideoRenderWriter:
             del self._last_seen[tid]
             self._trails.pop(tid, None)
 
+    def abort(self) -> None:
+        """Stop encoding and remove the partial file (a failed or interrupted sequence)."""
+        writer, self._writer = getattr(self, "_writer", None), None
+        if writer is not None:
+            writer.release()
+        tmp, self._tmp = getattr(self, "_tmp", None), None
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
     def end_sequence(self) -> list[Path]:
         if self._writer is None:
             return []
         self._writer.release()
         self._writer = None
         path = self.out_dir / f"{self._name}.mp4"
-        os.replace(self._tmp, path)
+        try:
+            self._check_encoded(path)
+            os.chmod(self._tmp, 0o666 & ~_umask())
+            os.replace(self._tmp, path)
+        except BaseException:
+            self.abort()
+            raise
+        self._tmp = None
         return [path]
+
+    def _check_encoded(self, path: Path) -> None:
+        """Flush the encoded file to disk and check it holds every frame: OpenCV's encoder writes
+        on through a full disk without a word, leaving a video with no decodable frame."""
+        try:
+            with open(self._tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise OutputError.from_os_error(err, path) from None
+        capture = cv2.VideoCapture(str(self._tmp))
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        capture.release()
+        if frames != self._frames:
+            stat = os.statvfs(self.out_dir)
+            if stat.f_bavail * stat.f_frsize < 1 << 20:
+                raise OutputError(f"cannot write the rendered video: {os.strerror(errno.ENOSPC)} "
+                                  f"({frames} of {self._frames} frames encoded)", path)
+            raise OutputError(f"the encoder wrote {frames} of {self._frames} frames: the video is damaged "
+                              "(disk full or failing?)", path)
+
