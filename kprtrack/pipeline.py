@@ -426,6 +426,7 @@ def run(cfg, run_dir: Path) -> dict:
     state = RunState(run_dir, cfg, bool(cfg.run.resume))
     dataset = build_stage(cfg.dataset)
     stages = build_stages(cfg, run_dir)
+    clock = instrument(stages)  # frames/s per stage, people and files for the summary
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     state.save()
     cache = StageCache(cfg.run.cache_dir, enabled=bool(cfg.run.cache))
@@ -457,7 +458,7 @@ def run(cfg, run_dir: Path) -> dict:
     metrics = evaluate(cfg, dataset, run_dir, done) if done else None
     return {"sequences": names, "files": written, "metrics": metrics,
             "output_filters": state.filter_summary(names),
-            "failed": {n: state.failed[n] for n in names if n in state.failed}}
+            "failed": {n: state.failed[n] for n in names if n in state.failed}, "clock": clock}
 
 
 def headline(metrics: dict) -> str:
@@ -481,12 +482,13 @@ def _remove_if_untouched(run_dir: Path, created: list[Path]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    cfg = compose_command("run", argv)
+    cfg = compose_command("run", source_overrides(argv))  # source=<path>: dataset=video|images
     if cfg is None:
         return 0
     if cfg.run.resume and not cfg.output.dir:
         raise InputError("run.resume=true needs output.dir=<the folder of the run to resume>")
     check_run_options(cfg)
+    announce(cfg)  # first-run downloads (how much, where), a heavy stack on a CPU
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         return _main(cfg)
@@ -525,8 +527,7 @@ def _main(cfg) -> int:
         print(describe(result["output_filters"]))
     if result["metrics"]:
         print(headline(result["metrics"]))
-    print(f"{len(result['sequences'])} sequence(s) in {time.perf_counter() - started:.1f} s")
-    print(f"run folder: {run_dir}")
+    print(summary(result.get("clock"), run_dir, len(result["sequences"]), time.perf_counter() - started))
     if result["failed"]:
         failed = result["failed"]
         print(f"kprtrack run: {len(failed)} of {len(result['sequences'])} sequence(s) failed (recorded in "
