@@ -260,7 +260,8 @@ def _megabytes(size: int | None) -> str:
 def describe_downloads(pending: list[PendingDownload]) -> str:
     """What a first run downloads, how much, from where and into which folder."""
     known = [p.size for p in pending if p.size is not None]
-    total = _megabytes(sum(known)) + ("" if len(known) == len(pending) else " + files of unknown size")
+    total = (_megabytes(sum(known)) + ("" if len(known) == len(pending) else " + files of unknown size")
+             if known else "(sizes unknown: no answer from the hosts)")
     lines = [f"first use of {len(pending)} model file(s): downloading {total} once into {cache_dir()} "
              f"(set KPRTRACK_HOME to cache elsewhere)"]
     lines += [f"  {p.stage:<8} {p.spec.file_name} ({_megabytes(p.size)}) from {download_url(p.spec)}" for p in pending]
