@@ -399,19 +399,28 @@ def check_run_options(cfg) -> None:
 
 
 def _sources(dataset) -> Iterator[tuple[str, object]]:
-    """(name, source or the InputError that opening it raised). A video folder's videos are opened
-    one by one here, so an unreadable one does not end the listing (``run.on_error=skip``)."""
-    from kprtrack.data.video import VideoDataset, VideoSource
+    """(name, source or the InputError that opening it raised). Data sets that list their files
+    (``files``: one sequence each, in order; video folders, PoseTrack annotation folders) go on past
+    a file that cannot be opened, so ``run.on_error=skip`` reaches the sequences after it."""
+    import copy
 
-    if isinstance(dataset, VideoDataset):
-        for path in dataset.files:
-            try:
-                yield path.stem, VideoSource(path)
-            except InputError as error:
-                yield path.stem, error
+    files = getattr(dataset, "files", None)
+    if not isinstance(files, list):
+        for source in dataset.sequences():
+            yield source.name, source
         return
-    for source in dataset.sequences():
-        yield source.name, source
+    start = 0
+    while start < len(files):
+        rest = copy.copy(dataset)
+        rest.files = files[start:]
+        try:
+            for source in rest.sequences():
+                start += 1
+                yield source.name, source
+            return
+        except InputError as error:  # opening files[start] failed
+            yield Path(files[start]).stem, error
+            start += 1
 
 
 def _failure(error: BaseException) -> str:
