@@ -90,16 +90,25 @@ class LoopedVideo:
 
 
 class StubDetector:
-    def __init__(self, people: int = 3, **_):
-        self.people = people
+    """``people`` boxes a frame, side by side, walking right and starting over every ``period``
+    frames; ``calls`` counts the frames detected (class-wide)."""
+
+    calls = 0
+
+    def __init__(self, people: int = 3, left: float = 20, spacing: float = 200, width: float = 70, top: float = 40,
+                 bottom: float = 300, step: float = 2.0, period: int = 200, **_):
+        self.people, self.left, self.spacing, self.width = people, left, spacing, width
+        self.top, self.bottom, self.step, self.period = top, bottom, step, period
 
     def detect(self, frames):
         from kprtrack.record import Detections
 
+        StubDetector.calls += len(frames)
         out = []
         for frame in frames:
-            x = (frame.index % 200) * 2.0
-            boxes = np.array([[20 + 200 * p + x, 40, 90 + 200 * p + x, 300] for p in range(self.people)], np.float32)
+            x = self.left + (frame.index % self.period) * self.step
+            boxes = np.array([[x + self.spacing * p, self.top, x + self.spacing * p + self.width, self.bottom]
+                              for p in range(self.people)], np.float32)
             out.append(Detections(boxes, np.full(self.people, 0.9, np.float32)))
         return out
 

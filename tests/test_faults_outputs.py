@@ -2,7 +2,7 @@
 and may not lose. Real faults where the machine allows them (a full or read-only tmpfs, a folder that
 is a file), injected ENOSPC otherwise.
 
-The stub stages and the synthetic data set below are plugins (``_target_``) that cost nothing, so the
+The stub stages (pose and ReID: the memory benchmark's) and the synthetic data set below are plugins (``_target_``) that cost nothing, so the
 tests exercise the pipeline, the cache and the writers, not the models. Subprocesses import them
 from this file with ``tests/`` on PYTHONPATH.
 """
@@ -22,8 +22,10 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.memory import StubDetector, StubPose, StubReID  # noqa: F401 - plugins (_target_) of the runs below
 from kprtrack.errors import InputError
 from kprtrack.record import Detections, Frame
+from tests.test_robustness import decodable_frames
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -73,49 +75,6 @@ class SyntheticDataset:
             yield SyntheticSource(f"seq{i}", self.num_frames, self.width, self.height, f"seq{i}" in self.bad)
 
 
-class StubDetector:
-    """Three people walking right; ``calls`` counts frames detected (class-wide)."""
-
-    calls = 0
-
-    def __init__(self, people: int = 3, **_):
-        self.people = people
-
-    def detect(self, frames):
-        StubDetector.calls += len(frames)
-        out = []
-        for frame in frames:
-            x = (frame.index % 40) * 0.5
-            boxes = np.array([[2 + 20 * p + x, 4, 14 + 20 * p + x, 40] for p in range(self.people)], np.float32)
-            out.append(Detections(boxes, np.full(self.people, 0.9, np.float32)))
-        return out
-
-
-class StubPose:
-    def __init__(self, **_):
-        pass
-
-    def estimate(self, frame, detections):
-        kps = np.zeros((len(detections), 17, 3), np.float32)
-        kps[:, :, 0] = detections.boxes[:, None, 0] + np.arange(17)[None] * 0.5
-        kps[:, :, 1] = detections.boxes[:, None, 1] + np.arange(17)[None] * 2
-        kps[:, :, 2] = 0.9
-        return detections.with_(keypoints=kps)
-
-
-class StubReID:
-    """A 512-D global embedding per person, as an OSNet would give: heavy enough to see in memory."""
-
-    def __init__(self, dim: int = 512, **_):
-        self.dim = dim
-
-    def embed(self, frame, detections):
-        n = len(detections)
-        emb = np.zeros((n, 1, self.dim), np.float32)
-        emb[np.arange(n), 0, np.arange(n) % self.dim] = 1.0
-        return detections.with_(embeddings=emb, visibility=np.ones((n, 1), np.float32))
-
-
 class Killer:
     """A streaming writer that sends ``$KPRTRACK_SIGNAL`` to its own process at frame
     ``$KPRTRACK_KILL_FRAME`` of sequence number ``$KPRTRACK_KILL_AT`` (0-based)."""
@@ -136,7 +95,10 @@ class Killer:
         return []
 
 
+# three people 12 px wide in 64x48 frames, walking right
 STUBS = [f"dataset._target_={HERE}.SyntheticDataset", f"detector._target_={HERE}.StubDetector",
+         "+detector.left=2", "+detector.spacing=20", "+detector.width=12", "+detector.top=4", "+detector.bottom=40",
+         "+detector.step=0.5", "+detector.period=40",
          f"pose._target_={HERE}.StubPose", f"reid._target_={HERE}.StubReID", "run.progress=false"]
 
 
@@ -167,15 +129,6 @@ def outputs(run_dir: Path) -> dict:
 
 def hidden_files(run_dir: Path) -> list[Path]:
     return [p for p in run_dir.rglob(".*") if p.is_file()]
-
-
-def decodable_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    return count
 
 
 def one_error_line(stderr: str) -> str:
