@@ -563,3 +563,20 @@ def test_on_error_skip_passes_over_a_malformed_annotation_file(tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     state = json.loads((out / "state.json").read_text())
     assert set(state["finished"]) == {names[0], names[2]} and "malformed" in state["failed"][names[1]]
+
+
+def test_partial_cache_entries_of_dead_runs_are_removed(tmp_path):
+    import socket
+
+    cache = tmp_path / "cache"
+    assert run_main(f"output.dir={tmp_path / 'a'}", "output.render=false", f"run.cache_dir={cache}",
+                    "dataset.num_sequences=1") == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = cache / "detector" / f".{'0' * 32}.{host}.{dead.stdout.strip()}.abcd1234.partial"
+    live = cache / "detector" / f".{'1' * 32}.{host}.{os.getpid()}.abcd1234.partial"
+    for path in (stale, live):
+        path.write_bytes(b"PK")
+    assert run_main(f"output.dir={tmp_path / 'b'}", "output.render=false", f"run.cache_dir={cache}",
+                    "dataset.num_sequences=1", "tracker.track_buffer=7", "detector.seed=1") == 0
+    assert not stale.exists() and live.exists()  # a running run's entry is left alone
