@@ -526,7 +526,7 @@ def _main(cfg) -> int:
         if lock is not None:
             lock.release()
         _remove_if_untouched(run_dir, created)
-        if run_dir.exists() and isinstance(error, (InputError, OSError)):
+        if lock is not None and run_dir.exists() and isinstance(error, (InputError, OSError)):
             print(f"run folder (finished sequences kept): {run_dir}", file=sys.stderr)
         if isinstance(error, OSError):
             raise OutputError.from_os_error(error, run_dir, _io_what(error)) from None
