@@ -169,7 +169,8 @@ class SequenceCache:
     def __init__(self, cache: StageCache, cfg, stages: Stages, source):
         from omegaconf import OmegaConf
 
-        fingerprint = source.fingerprint() if hasattr(source, "fingerprint") else None
+        # A content fingerprint reads the whole input once: only worth it when the cache is used.
+        fingerprint = source.fingerprint() if cache.enabled and hasattr(source, "fingerprint") else None
         self.cache = cache if fingerprint else StageCache(enabled=False)
         self.keys: dict[str, str] = {}
         upstream = ""
