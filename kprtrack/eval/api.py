@@ -57,7 +57,7 @@ def evaluate_posetrack(gt_dir: Path, pred_dir: Path, out_dir: Path | None, cfg: 
     """PoseTrack21 JSON predictions (``pred_dir/<seq>.json``) against GT (``gt_dir/<seq>.json``), exactly
     as given (no filtering), under ``cfg.protocol`` (kit = the official kit's numbers, or corrected);
     ``cfg.compare_protocols`` adds the other protocol's numbers and the per-sequence differences."""
-    from kprtrack.eval.posetrack_files import load_ground_truth, load_predictions
+    from kprtrack.eval.posetrack_files import load_ground_truth, read_predictions
 
     cfg = load_config(cfg)
     gt_dir, pred_dir = Path(gt_dir).expanduser(), Path(pred_dir).expanduser()
@@ -66,9 +66,9 @@ def evaluate_posetrack(gt_dir: Path, pred_dir: Path, out_dir: Path | None, cfg: 
     runs = {name: protocols.make(name, cfg, gt_dir) for name in names}
     for gt_file in _progress(files, cfg, "eval posetrack"):
         seq, truth = load_ground_truth(gt_file)
-        preds = load_predictions(pred_dir / gt_file.name, seq)
+        pred_seq, preds = read_predictions(pred_dir / gt_file.name, seq)
         for protocol in runs.values():
-            protocol.add(seq, truth, preds, pred_dir / gt_file.name)
+            protocol.add(seq, truth, pred_seq, preds)
     results = {name: protocol.result() for name, protocol in runs.items()}
     result = {
         "format": "posetrack", "gt": str(gt_dir), "pred": str(pred_dir), "alphas": tm.ALPHAS,

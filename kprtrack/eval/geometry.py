@@ -1,8 +1,19 @@
 """Ignore-region geometry without shapely: point-in-polygon and polygon/box overlap."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+
+def ignore_regions(image: dict) -> list[np.ndarray]:
+    """An image entry's ignore regions as the PoseTrack21 kit builds them: float64 [M, 2] polygons from
+    ``ignore_regions_x/y`` zipped region by region (a flat list of numbers is one region)."""
+    xs, ys = image.get("ignore_regions_x") or [], image.get("ignore_regions_y") or []
+    if not len(xs) or not len(ys):
+        return []
+    if not isinstance(xs[0], list):
+        xs, ys = [xs], [ys]
+    return [np.array([[float(x), float(y)] for x, y in zip(rx, ry)], np.float64).reshape(-1, 2)
+            for rx, ry in zip(xs, ys)]
 
 
 def points_in_polygons(points: np.ndarray, polygons: list[np.ndarray]) -> np.ndarray:
@@ -13,12 +24,9 @@ def points_in_polygons(points: np.ndarray, polygons: list[np.ndarray]) -> np.nda
         polygon = np.asarray(polygon, np.float64).reshape(-1, 2)
         if len(polygon) < 3 or not len(points):
             continue
-        lo, hi = polygon.min(0), polygon.max(0)
-        # Only points within the polygon's bounding box need the exact (slower) test.
-        candidates = np.flatnonzero(~inside & np.all((points > lo) & (points < hi), axis=1))
-        contour = polygon.astype(np.float32).reshape(-1, 1, 2)
-        for i in candidates:
-            inside[i] = cv2.pointPolygonTest(contour, (float(points[i, 0]), float(points[i, 1])), False) > 0
+        # Only points within the polygon's bounding box need the exact test.
+        candidates = np.flatnonzero(~inside & np.all((points > polygon.min(0)) & (points < polygon.max(0)), axis=1))
+        inside[candidates] = points_strictly_inside(points[candidates], polygon)
     return inside
 
 

@@ -37,10 +37,11 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from kprtrack.data.posetrack import load_sequence_json
+from kprtrack.data.posetrack import PoseTrackSequence, load_sequence_json
 from kprtrack.errors import InputError
 # the kit's HOTA fields (the same for keypoints and boxes) and its id relabelling (negative ids wrap around)
-from kprtrack.eval.kit_keypoints import ALPHAS, FIELDS, INTEGER_ARRAY_FIELDS, _relabel
+from kprtrack.eval.geometry import ignore_regions
+from kprtrack.eval.kit_keypoints import ALPHAS, FIELDS, add_to_stints, final_fields, kit_relabel
 from kprtrack.eval.mot import read_mot_txt
 from kprtrack.io import read_input_text, write_json, write_text
 
@@ -66,17 +67,7 @@ class KitBoxTruth:
 
     def regions(self, t: int) -> list[np.ndarray]:
         """Ignore polygons of image ``t`` as the kit builds them (x/y lists zipped, a flat list = one region)."""
-        return _regions(self.image_info[t])
-
-
-def _regions(image: dict) -> list[np.ndarray]:
-    xs, ys = image.get("ignore_regions_x") or [], image.get("ignore_regions_y") or []
-    if not len(xs) or not len(ys):
-        return []
-    if not isinstance(xs[0], list):
-        xs, ys = [xs], [ys]
-    return [np.array([[float(x), float(y)] for x, y in zip(rx, ry)], np.float64).reshape(-1, 2)
-            for rx, ry in zip(xs, ys)]
+        return ignore_regions(self.image_info[t])
 
 
 def _check_frame_indices(name: str, image_info: list[dict], path: Path) -> None:
@@ -103,12 +94,15 @@ def read_posetrack_mot_sequence(seq_dir: str | Path) -> KitBoxTruth:
 
 
 def truth_from_posetrack_json(path: str | Path) -> KitBoxTruth:
-    """The ``posetrack_mot`` sequence PoseTrack21 derives from a PoseTrack JSON (PoseTrack18 sample, demo).
+    """The ``posetrack_mot`` sequence PoseTrack21 derives from a PoseTrack JSON (PoseTrack18 sample, demo):
+    see :func:`truth_from_sequence`."""
+    return truth_from_sequence(load_sequence_json(path, need_files=False))
 
-    image_info: every image in file order (file_name, id, frame_id, vid_id, frame_index = position + 1,
+
+def truth_from_sequence(seq: PoseTrackSequence) -> KitBoxTruth:
+    """image_info: every image in file order (file_name, id, frame_id, vid_id, frame_index = position + 1,
     its ignore regions); gt.txt: one row per annotation with a box of positive size, in file order,
     ``frame, track_id, x, y, w, h, 1, -1, -1, -1``."""
-    seq = load_sequence_json(path, need_files=False)
     image_info, rows = [], []
     for t, image in enumerate(seq.images):
         image_info.append({"file_name": image.get("file_name", ""), "id": image["id"],
@@ -166,11 +160,15 @@ def _number(value: float) -> str:
 
 
 def predictions_from_json(path: str | Path, truth: KitBoxTruth) -> np.ndarray:
-    """MOT rows ``frame, track_id, x, y, w, h, score, -1, -1, -1`` from a PoseTrack prediction JSON.
+    """MOT rows from a PoseTrack prediction JSON: see :func:`predictions_from_sequence`."""
+    return predictions_from_sequence(load_sequence_json(path, need_files=False), truth)
+
+
+def predictions_from_sequence(seq: PoseTrackSequence, truth: KitBoxTruth) -> np.ndarray:
+    """MOT rows ``frame, track_id, x, y, w, h, score, -1, -1, -1`` of a loaded PoseTrack prediction file.
 
     Frames are positions in the GT's image_info (matched by image id, so images[] may be in any order);
     annotations without a 4-value bbox or a track_id are skipped; score = the annotation's ``score`` or 1."""
-    seq = load_sequence_json(path, need_files=False)
     position = {image["id"]: t for t, image in enumerate(truth.image_info)}
     rows = []
     for image in seq.images:
@@ -452,8 +450,8 @@ def kit_sequence_data(truth: KitBoxTruth, pred_rows: np.ndarray | None) -> dict:
         gt_ids.append(gid)
         pr_ids.append(pid)
         sims.append(sim)
-    gt_ids, num_gt_ids = _relabel(gt_ids)
-    pr_ids, num_pr_ids = _relabel(pr_ids)
+    gt_ids, num_gt_ids = kit_relabel(gt_ids)
+    pr_ids, num_pr_ids = kit_relabel(pr_ids)
     for t, ids in enumerate(gt_ids + pr_ids):
         if len(np.unique(ids)) != len(ids):  # a negative id wrapped onto another one, as the kit's table does
             raise InputError(f"{truth.name}: two ids share a label in frame {t % n + 1} after the kit's relabelling "
@@ -481,8 +479,8 @@ def _fragment_squares(data: dict) -> tuple[np.ndarray, np.ndarray]:
     alignment = potential / (gt_count + pr_count - potential)
     matches = np.zeros((na, ng, npr))
     squares = np.zeros((na, ng, npr))
+    stint = np.zeros((na, ng, npr))
     last = np.full((na, ng), -1)
-    run = np.zeros((na, ng))
     for g, p, sim in zip(data["gt_ids"], data["tracker_ids"], data["similarity_scores"]):
         if not len(g) or not len(p):
             continue
@@ -491,33 +489,19 @@ def _fragment_squares(data: dict) -> tuple[np.ndarray, np.ndarray]:
             ok = sim[rows, cols] >= alpha - _EPS
             mg, mp = g[rows[ok]], p[cols[ok]]
             matches[a, mg, mp] += 1
-            new = last[a, mg] != mp
-            ended = mg[new & (last[a, mg] >= 0)]
-            squares[a, ended, last[a, ended]] += run[a, ended] ** 2
-            last[a, mg[new]] = mp[new]
-            run[a, mg[new]] = 0
-            run[a, mg] += 1
-    for a in range(na):
-        open_ = np.flatnonzero(last[a] >= 0)
-        squares[a, open_, last[a, open_]] += run[a, open_] ** 2
+            add_to_stints(last[a], stint[a], squares[a], mg, mp)
     union = np.maximum(1, gt_count[None] + pr_count[None] - matches)
     return (squares / union).sum((1, 2)), matches.sum((1, 2))
 
 
 def _kit_fields(res: dict, frag: np.ndarray) -> dict:
-    """trackeval's HOTA result plus the kit's FragA-based fields, under the kit's names only."""
-    out = {k: np.asarray(res[k], np.float64).copy() for k in
-           ["HOTA", "DetA", "AssA", "DetRe", "DetPr", "AssRe", "AssPr", "LocA"] + INTEGER_ARRAY_FIELDS}
+    """trackeval's HOTA result plus the kit's FragA, with the kit's derived fields (RHOTA, FA-HOTA, the
+    (0) values) as the keypoint kit computes them, under the kit's names only."""
+    out = {k: np.asarray(res[k], np.float64).copy() for k in ("AssA", "AssRe", "AssPr", "LocA",
+                                                             "HOTA_TP", "HOTA_FN", "HOTA_FP")}
     out["FragA"] = np.asarray(frag, np.float64)
-    out["RHOTA"] = np.sqrt(out["DetRe"] * out["AssA"])
-    out["FA-HOTA"] = np.sqrt(out["DetA"] * np.sqrt(out["AssA"] * out["FragA"]))
-    out["FA-RHOTA"] = np.sqrt(out["DetRe"] * np.sqrt(out["AssA"] * out["FragA"]))
-    out["HOTA(0)"] = float(out["HOTA"][0])
-    out["LocA(0)"] = float(out["LocA"][0])
-    out["HOTALocA(0)"] = out["HOTA(0)"] * out["LocA(0)"]
-    for field in INTEGER_ARRAY_FIELDS:
-        out[field + "(0)"] = float(out[field][0])
-    return {k: out[k] for k in FIELDS}
+    out = final_fields(out, compute_avg=False)
+    return {k: (float(out[k]) if np.ndim(out[k]) == 0 else out[k]) for k in FIELDS}
 
 
 def box_hota_sequence(truth: KitBoxTruth, pred_rows: np.ndarray | None) -> tuple[dict, dict]:

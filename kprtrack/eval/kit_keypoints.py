@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from kprtrack.eval.geometry import points_strictly_inside
+from kprtrack.eval.geometry import ignore_regions, points_in_polygons
 
 ALPHAS = np.arange(0.05, 0.99, 0.05)
 N_JOINTS = 15
@@ -53,22 +53,11 @@ class KitFrame:
     pr_xy: np.ndarray
 
 
-def raw_regions(image: dict) -> list[np.ndarray] | None:
-    """The image's ignore regions as float64 polygons; None when it lists none (the kit skips the step)."""
-    xs, ys = image.get("ignore_regions_x") or [], image.get("ignore_regions_y") or []
-    if not len(xs):
-        return None
-    return [np.stack([np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)[:len(x)]], 1)
-            for x, y in zip(xs, ys)]
-
-
 def drop_ignored(ids: np.ndarray, xy: np.ndarray, regions: list[np.ndarray], *others: np.ndarray):
     """posetrack.py step 2: zero joints inside a region; drop people wholly inside or left empty."""
     if not len(ids):
         return (ids, xy, *others)
-    inside = np.zeros(xy.shape[:2], bool)
-    for polygon in regions:
-        inside |= points_strictly_inside(xy.reshape(-1, 2), polygon).reshape(inside.shape)
+    inside = points_in_polygons(xy.reshape(-1, 2), regions).reshape(xy.shape[:2])
     xy = np.where(inside[..., None], 0.0, xy)
     empty = ((xy[..., 0] <= 0) & (xy[..., 1] <= 0)).all(1)
     keep = ~inside.all(1) & ~empty
@@ -84,8 +73,8 @@ def kit_frames(images: list[dict], gt_people: list, pred_people: list) -> list[K
             continue
         gt_ids, gt_xy, heads = gt.track_ids, gt.keypoints[:, KIT_JOINTS, :2].astype(np.float64), gt.head_sizes
         pr_ids, pr_xy = pred.track_ids, pred.keypoints[:, KIT_JOINTS, :2].astype(np.float64)
-        regions = raw_regions(image)
-        if regions is not None:
+        if image.get("ignore_regions_x"):  # the kit skips the step only for an image listing no region
+            regions = ignore_regions(image)
             pr_ids, pr_xy = drop_ignored(pr_ids, pr_xy, regions)
             gt_ids, gt_xy, heads = drop_ignored(gt_ids, gt_xy, regions, heads)
         frames.append(KitFrame(gt_ids, gt_xy, heads, pr_ids, pr_xy))
@@ -105,7 +94,7 @@ def _similarity(frame: KitFrame) -> np.ndarray:
     return np.where(both, np.maximum(SIMILARITY_SLOPE * dist + 1, 0), 0.0)
 
 
-def _relabel(ids_per_frame: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+def kit_relabel(ids_per_frame: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Ids to 0..n-1 through the kit's lookup table ``table[unique] = arange(n)``: with a negative id
     numpy's wrap-around makes it share a label with a large id, as in the kit."""
     ids = [np.asarray(i, np.int64).reshape(-1) for i in ids_per_frame]
@@ -115,6 +104,18 @@ def _relabel(ids_per_frame: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     table = np.zeros(unique[-1] + 1, np.int64)
     table[unique] = np.arange(len(unique))
     return [table[i] for i in ids], len(unique)
+
+
+def add_to_stints(last: np.ndarray, stint: np.ndarray, squares: np.ndarray, gt: np.ndarray, pred: np.ndarray):
+    """One frame's matches (distinct ``gt`` ids to ``pred`` ids) into the FragA bookkeeping, in place:
+    ``last`` [G] the pred id each gt id was last matched to (-1: never), ``stint`` [G, P] the length of the
+    pair's current stint (a run of matches while the gt id's last match is that pred id), ``squares``
+    [G, P] the sum of the pair's finished and current stints' lengths squared, which FragA divides."""
+    switched = last[gt] != pred
+    last[gt[switched]] = pred[switched]
+    stint[gt[switched], pred[switched]] = 0
+    squares[gt, pred] += 2 * stint[gt, pred] + 1  # (n + 1)^2 - n^2
+    stint[gt, pred] += 1
 
 
 def _empty_result() -> dict:
@@ -128,17 +129,18 @@ def _empty_result() -> dict:
 def eval_sequence(frames: list[KitFrame]) -> dict:
     """hota_pose.HOTAeypoints.eval_sequence on one sequence's labeled frames."""
     res = _empty_result()
-    gt_ids, num_gt_ids = _relabel([f.gt_ids for f in frames])
-    pr_ids, num_pr_ids = _relabel([f.pr_ids for f in frames])
+    gt_ids, num_gt_ids = kit_relabel([f.gt_ids for f in frames])
+    pr_ids, num_pr_ids = kit_relabel([f.pr_ids for f in frames])
     gt_valid = [_valid(f.gt_xy) for f in frames]
     pr_valid = [_valid(f.pr_xy) for f in frames]
     num_gt_joints = sum((v.sum(0) for v in gt_valid), np.zeros(N_JOINTS, int))
     num_pr_joints = sum((v.sum(0) for v in pr_valid), np.zeros(N_JOINTS, int))
-    if sum(len(i) for i in pr_ids) == 0 or sum(len(i) for i in gt_ids) == 0:
-        counts = "HOTA_FN" if sum(len(i) for i in pr_ids) == 0 else "HOTA_FP"
-        res[counts] = (num_gt_joints if counts == "HOTA_FN" else num_pr_joints)[None, :] * np.ones(res["HOTA"].shape)
+    no_predictions, no_truth = not sum(map(len, pr_ids)), not sum(map(len, gt_ids))
+    if no_predictions or no_truth:  # everything missed (checked first, as the kit does) or everything false
+        field, joints = ("HOTA_FN", num_gt_joints) if no_predictions else ("HOTA_FP", num_pr_joints)
+        res[field] = np.broadcast_to(joints, res["HOTA"].shape).astype(float)
         res["LocA"] = np.ones(res["HOTA"].shape)
-        return _final_fields(res, compute_avg=True)
+        return final_fields(res, compute_avg=True)
 
     n_alpha = len(ALPHAS)
     gt_id_count = np.zeros((num_gt_ids, 1, N_JOINTS))
@@ -176,11 +178,7 @@ def eval_sequence(frames: list[KitFrame]) -> dict:
                     continue
                 res["LocA"][a, j] += ms.sum()
                 matches[a, mg, mp, j] += 1
-                switched = last_match[a, mg, j] != mp
-                last_match[a, mg[switched], j] = mp[switched]
-                stint[a, mg[switched], mp[switched], j] = 0
-                stint_squares[a, mg, mp, j] += 2 * stint[a, mg, mp, j] + 1
-                stint[a, mg, mp, j] += 1
+                add_to_stints(last_match[a, :, j], stint[a, :, :, j], stint_squares[a, :, :, j], mg, mp)
 
     tp = np.maximum(1, res["HOTA_TP"])
     for a in range(n_alpha):
@@ -191,10 +189,10 @@ def eval_sequence(frames: list[KitFrame]) -> dict:
         res["AssPr"][a] = (count * (count / np.maximum(1, pr_id_count))).sum((0, 1)) / tp[a]
         res["FragA"][a] = (stint_squares[a] / union).sum((0, 1)) / tp[a]
     res["LocA"] = np.maximum(1e-10, res["LocA"]) / np.maximum(1e-10, res["HOTA_TP"])
-    return _final_fields(res, compute_avg=True)
+    return final_fields(res, compute_avg=True)
 
 
-def _final_fields(res: dict, compute_avg: bool) -> dict:
+def final_fields(res: dict, compute_avg: bool) -> dict:
     """hota_pose._compute_final_fields; with compute_avg, a 16th 'Total' column: joint mean (floats) or sum."""
     res["DetRe"] = res["HOTA_TP"] / np.maximum(1, res["HOTA_TP"] + res["HOTA_FN"])
     res["DetPr"] = res["HOTA_TP"] / np.maximum(1, res["HOTA_TP"] + res["HOTA_FP"])
@@ -229,7 +227,7 @@ def combine_sequences(all_res: dict[str, dict]) -> dict:
         res[field] = sum(r[field] * r["HOTA_TP"] for r in results) / np.maximum(1.0, res["HOTA_TP"])
     located = sum(r["LocA"] * r["HOTA_TP"] for r in results)
     res["LocA"] = np.maximum(1e-10, located) / np.maximum(1e-10, res["HOTA_TP"])
-    return _final_fields(res, compute_avg=False)
+    return final_fields(res, compute_avg=False)
 
 
 def table(res: dict) -> dict[str, dict[str, float]]:

@@ -88,6 +88,11 @@ def load_ground_truth(path: Path) -> tuple[PoseTrackSequence, list[FrameTruth]]:
 
 def load_predictions(path: Path, gt_seq: PoseTrackSequence) -> list[People]:
     """Predicted people per GT image (in GT order); the file must list exactly the GT's image ids."""
+    return read_predictions(path, gt_seq)[1]
+
+
+def read_predictions(path: Path, gt_seq: PoseTrackSequence) -> tuple[PoseTrackSequence, list[People]]:
+    """The prediction file as loaded, and its people per GT image (see :func:`load_predictions`)."""
     if not path.is_file():
         raise InputError(f"no prediction file for sequence {gt_seq.name} (one <seq>.json per GT sequence)", path)
     seq = load_sequence_json(path, need_files=False)
@@ -99,4 +104,4 @@ def load_predictions(path: Path, gt_seq: PoseTrackSequence) -> list[People]:
         raise InputError(f"image ids differ from the ground truth {gt_seq.path.name} "
                          f"({len(pred_ids)} vs {len(gt_ids)} images; missing e.g. {missing}, unknown e.g. {extra}"
                          f"{', duplicates' if len(pred_ids) != len(set(pred_ids)) else ''})", path)
-    return [_people(seq, image_id, is_gt=False) for image_id in gt_ids]
+    return seq, [_people(seq, image_id, is_gt=False) for image_id in gt_ids]

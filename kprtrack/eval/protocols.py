@@ -63,18 +63,19 @@ class KitProtocol:
                 "box_ground_truth": str(self.mot_dir) if self.mot_dir else "from the PoseTrack JSON",
                 "box_ignore_rule": "kit (box/region IoU > 0.1)"}
 
-    def add(self, seq, truth, preds, pred_path: Path) -> None:
+    def add(self, seq, truth, pred_seq, preds) -> None:
+        """One sequence: its GT (loaded file and per-frame arrays) and predictions (the same two)."""
         from kprtrack.eval import kit_boxes
 
         frames = kk.kit_frames(seq.images, [t.gt for t in truth], preds)
         self.keypoints[seq.name] = kk.eval_sequence(frames)
         if self.mot_dir is None:
-            self.box_truths[seq.name] = kit_boxes.truth_from_posetrack_json(seq.path)
+            self.box_truths[seq.name] = kit_boxes.truth_from_sequence(seq)
         elif seq.name not in self.box_truths:
             from kprtrack.errors import InputError
 
             raise InputError(f"sequence {seq.name} has no posetrack_mot ground truth", self.mot_dir)
-        self.box_preds[seq.name] = kit_boxes.predictions_from_json(pred_path, self.box_truths[seq.name])
+        self.box_preds[seq.name] = kit_boxes.predictions_from_sequence(pred_seq, self.box_truths[seq.name])
 
     def _boxes(self) -> dict:
         from kprtrack.eval.kit_boxes import box_hota_kit
@@ -141,7 +142,7 @@ class CorrectedProtocol:
         return {"box_ignore_rule": self.rule, "box_ignore_threshold": self.threshold,
                 "keypoint_distance_threshold": self.distance_threshold}
 
-    def add(self, seq, truth, preds, pred_path: Path) -> None:
+    def add(self, seq, truth, pred_seq, preds) -> None:
         self.boxes[seq.name] = pt.box_sequence_data(seq.name, truth, preds, self.rule, self.threshold)
         datas = pt.keypoint_sequence_data(seq.name, truth, preds, seq.path, self.distance_threshold)
         self.joint_datas[seq.name] = datas
