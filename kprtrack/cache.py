@@ -1,21 +1,37 @@
 """Per-sequence cache of the model stages' outputs (detector, pose, ReID).
 
-A stage's entry is keyed by its resolved config, the checksum of its weights, its code (module
-source and kprtrack version), the upstream stage's key and a fingerprint of the input, so a changed config, model or input never reuses stale
-results, and re-running with another tracker setting runs only the tracker. Entries are
-compressed numpy archives (one zip of per-chunk ``.npy`` arrays per stage and sequence), spilled
-while the sequence runs and renamed into place when it ends (see ``StageCache``).
+A stage's entry is keyed by its resolved config, the checksum of its weights, its code, the upstream
+stage's key and a fingerprint of the input, so a changed config, model, code or input never reuses
+stale results, and re-running with another tracker setting runs only the tracker. "Its code" is
+``code_checksum``: kprtrack's version, the stage class's name and the source of every project module
+(``kprtrack.*``, which includes ``kprtrack.reid`` and ``kprtrack.tracker``) that the modules of the
+class and of its project base classes import, transitively: ``import x``, ``from x import y`` (``y``
+a submodule or not), relative imports and imports inside functions, found by reading the sources
+with ``ast`` (nothing is imported to find them), plus the parent packages' ``__init__`` modules.
+Editing a helper such as ``reid/kpr/model.py`` therefore misses the cache. A stage class from
+outside the project (a plugin, a test) is keyed by its own source file and the closure of the
+project modules that file imports. Not covered: modules reached without an import statement
+(``importlib.import_module`` of a computed name), third-party packages (torch, numpy...: their
+versions are not part of the key), and a file edited after the running process imported it (the
+key follows the file on disk, not the code in memory).
+
+Entries are compressed numpy archives (one zip of per-chunk ``.npy`` arrays per stage and
+sequence), spilled while the sequence runs and renamed into place when it ends (see ``StageCache``).
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
 import socket
+import sys
 import tempfile
+import time
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -50,23 +66,204 @@ def weights_checksum(stage) -> str | None:
     return _file_checksum(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-@lru_cache(maxsize=64)
-def _code_checksum(cls: type) -> str:
-    """The stage class's module source and kprtrack's version: changed code is not served stale results."""
+# Top-level packages whose modules count as the project's own code in ``code_checksum``.
+PROJECT_PACKAGES: tuple[str, ...] = ("kprtrack",)
+
+
+def _is_project(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _find_spec(name: str, memo: dict | None = None):
+    """The module's spec without importing it or its parent packages (``importlib.util.find_spec``
+    would run the parents' ``__init__``: ``kprtrack.reid.kpr`` imports torch). An imported module's
+    own spec; otherwise the import system's finders asked with the parent package's search path.
+    ``memo`` keeps the answers (parents' too) of one round of look-ups."""
+    memo = {} if memo is None else memo
+    if name in memo:
+        return memo[name]
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None) if module is not None else None
+    if spec is None:
+        spec = _search(name, memo)
+    memo[name] = spec
+    return spec
+
+
+def _search(name: str, memo: dict):
+    parent = name.rpartition(".")[0]
+    locations = None
+    if parent:
+        loaded = sys.modules.get(parent)
+        locations = getattr(loaded, "__path__", None) if loaded is not None else None
+        if locations is None:
+            parent_spec = _find_spec(parent, memo)
+            locations = parent_spec.submodule_search_locations if parent_spec is not None else None
+        if locations is None:  # not a package (``from module import name``) or not found
+            return None
+        locations = list(locations)
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        try:
+            spec = find(name, locations, None)
+        except Exception:  # noqa: BLE001 - a finder that cannot answer does not know the module
+            continue
+        if spec is not None:
+            return spec
+    return None
+
+
+def _spec_file(spec) -> str | None:
+    origin = getattr(spec, "origin", None)
+    return origin if getattr(spec, "has_location", False) and origin and os.path.isfile(origin) else None
+
+
+_RECENT_NS = 2_000_000_000
+_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")  # the fields that hold statements
+
+
+@lru_cache(maxsize=4096)
+def _module_source(name: str, path: str, is_package: bool, size: int, mtime_ns: int
+                   ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """sha256 of a module file and what its import statements name (memoised on the file's size and
+    mtime, so an edit within the process is seen): (digest, modules imported, names that are modules
+    where they are submodules: ``y`` of ``from x import y``). Relative imports are made absolute."""
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if not path.endswith(".py"):
+        return digest, (), ()
+    try:
+        tree = ast.parse(data, filename=path)
+    except (SyntaxError, ValueError):
+        return digest, (), ()
+    package = name if is_package else name.rpartition(".")[0]
+    modules: list[str] = []
+    maybe: list[str] = []
+    statements = list(tree.body)
+    while statements:  # every statement, in functions, classes, if/try/with... too (lazy imports)
+        node = statements.pop()
+        for field in _BLOCKS:  # expressions hold no import statements: not walked (most of the tree)
+            statements.extend(getattr(node, field, None) or ())
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".") if package else []
+                if node.level - 1 >= len(parts):
+                    continue  # beyond the top-level package: fails at import
+                base = ".".join(parts[:len(parts) - (node.level - 1)])
+                source = ".".join(p for p in (base, node.module) if p)
+            else:
+                source = node.module or ""
+            if not source:
+                continue
+            modules.append(source)
+            maybe += [f"{source}.{alias.name}" for alias in node.names if alias.name != "*"]
+    return digest, tuple(dict.fromkeys(modules)), tuple(dict.fromkeys(maybe))
+
+
+def _closure(modules: Sequence[str], prefixes: tuple[str, ...]) -> dict[str, tuple[str | None, str]]:
+    """{module: (file or None, sha256 of the file or "-")} of ``dependency_closure``."""
+    queue = list(modules)
+    found: dict[str, tuple[str | None, str]] = {}
+    seen: set[str] = set()
+    specs: dict = {}
+
+    def want(name: str, optional: bool = False) -> None:
+        if name in seen or not _is_project(name, prefixes):
+            return
+        if optional and _find_spec(name, specs) is None:  # ``from package import name``: no module
+            return
+        queue.append(name)
+
+    while queue:
+        name = queue.pop()
+        if name in seen or not _is_project(name, prefixes):
+            continue
+        seen.add(name)
+        spec = _find_spec(name, specs)
+        if spec is None:
+            continue
+        parent = name.rpartition(".")[0]
+        if parent:
+            want(parent)  # a package's __init__ runs before its modules
+        path = _spec_file(spec)
+        if path is None:  # namespace package
+            found[name] = (None, "-")
+            continue
+        try:
+            stat = os.stat(path)
+            # A file changed in the last seconds may change again without a new (size, mtime) (coarse
+            # file-system clocks): read it afresh rather than trust the memo.
+            read = _module_source.__wrapped__ if time.time_ns() - stat.st_mtime_ns < _RECENT_NS else _module_source
+            digest, imported, submodules = read(name, path, spec.submodule_search_locations is not None,
+                                                stat.st_size, stat.st_mtime_ns)
+        except OSError:  # gone since it was found
+            found[name] = (path, "?")
+            continue
+        found[name] = (path, digest)
+        for module in imported:
+            want(module)
+        for module in submodules:
+            want(module, optional=True)
+    return dict(sorted(found.items()))
+
+
+def dependency_closure(modules: str | Sequence[str], prefixes: Sequence[str] | None = None) -> dict[str, str | None]:
+    """The project modules that ``modules`` import, transitively, with themselves and their parent
+    packages: {module name: file, or None for a namespace package}, sorted by name. Found from the
+    sources (``ast``) without importing anything; imports of modules outside ``prefixes`` (top-level
+    package names, default ``PROJECT_PACKAGES``) and imports that do not resolve are left out."""
+    prefixes = tuple(PROJECT_PACKAGES if prefixes is None else prefixes)
+    roots = [modules] if isinstance(modules, str) else list(modules)
+    return {name: path for name, (path, _) in _closure(roots, prefixes).items()}
+
+
+def closure_checksum(modules: str | Sequence[str], prefixes: Sequence[str] | None = None) -> str:
+    """sha256 of the sorted (module name, file sha256) pairs of ``dependency_closure(modules, prefixes)``."""
+    prefixes = tuple(PROJECT_PACKAGES if prefixes is None else prefixes)
+    roots = [modules] if isinstance(modules, str) else list(modules)
+    digest = hashlib.sha256()
+    for name, (_, file_digest) in _closure(roots, prefixes).items():
+        digest.update(f"{name}={file_digest}|".encode())
+    return digest.hexdigest()
+
+
+def code_checksum(cls: type, prefixes: Sequence[str] | None = None) -> str:
+    """A stage class's code: kprtrack's version, the class's name and the ``closure_checksum`` of the
+    modules of the class and of its base classes that are in the project (``prefixes``, default
+    ``PROJECT_PACKAGES``); a class from outside the project (a plugin, a test) adds its own source
+    file, read on each call, and the project modules that file imports. Walked afresh on each call
+    (about a millisecond for the KPR stage once its files were read): only the per-file reading and
+    parsing is memoised, on each file's (path, size, mtime_ns) and not for files changed in the last
+    two seconds, so a file edited while the process runs counts with its new content."""
     import inspect
 
     from kprtrack import __version__
 
-    try:
-        source = Path(inspect.getsourcefile(cls) or "").read_bytes()
-    except (OSError, TypeError):
-        source = b""
-    return hashlib.sha256(source + __version__.encode()).hexdigest()[:16]
+    prefixes = tuple(PROJECT_PACKAGES if prefixes is None else prefixes)
+    roots = [c.__module__ for c in cls.__mro__ if _is_project(c.__module__, prefixes)]
+    own = "-"
+    if not _is_project(cls.__module__, prefixes):
+        try:
+            path = os.path.abspath(inspect.getsourcefile(cls) or "")
+            stat = os.stat(path)
+            own, imported, submodules = _module_source.__wrapped__(cls.__module__, path,
+                                                                   os.path.basename(path) == "__init__.py",
+                                                                   stat.st_size, stat.st_mtime_ns)
+            roots += imported + submodules  # the project modules it imports (names that are no module drop out)
+        except (OSError, TypeError):
+            own = "?"
+    digest = hashlib.sha256(f"{__version__}|{cls.__module__}.{cls.__qualname__}|own={own}|".encode())
+    digest.update(closure_checksum(list(dict.fromkeys(roots)), prefixes).encode())
+    return digest.hexdigest()[:16]
 
 
 def stage_key(name: str, config: dict, stage, upstream: str, input_fingerprint: str) -> str:
     payload = json.dumps({"v": CACHE_VERSION, "stage": name, "config": config, "weights": weights_checksum(stage),
-                          "code": _code_checksum(type(stage)), "upstream": upstream, "input": input_fingerprint},
+                          "code": code_checksum(type(stage)), "upstream": upstream, "input": input_fingerprint},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
