@@ -15,12 +15,14 @@ from typing import Iterable, Iterator, Sequence
 from kprtrack.cache import StageCache, stage_key
 from kprtrack.config import compose_command, instantiate
 from kprtrack.data.auto import source_overrides
-from kprtrack.errors import InputError, OutputError, Terminated, warn
+from kprtrack.errors import InputError, OutputError, Terminated
 from kprtrack.io import remove_partials, write_json, write_text
 from kprtrack.output_filters import FilterConfig, SequenceFilter, describe, summarise
 from kprtrack.first_run import announce
 from kprtrack.record import Detections, Frame
 from kprtrack.run_summary import instrument, summary
+from kprtrack.stages import (Dataset, Detector, PoseEstimator, ReID, Source, Tracker, Writer, check_composition,
+                             missing_members, needs_images)
 from kprtrack.writers import POSETRACK_SUBDIR, PoseTrackWriter
 
 # Keys of a stage's config that describe it rather than being constructor arguments.
@@ -29,11 +31,11 @@ DESCRIPTIVE_KEYS = ("name",)
 
 @dataclass
 class Stages:
-    detector: object
-    pose: object
-    reid: object
-    tracker: object
-    writers: list = field(default_factory=list)
+    detector: Detector
+    pose: PoseEstimator
+    reid: ReID
+    tracker: Tracker
+    writers: list[Writer] = field(default_factory=list)
     # output.filters: the writers that declare ``filtered = True`` (track files) get a sequence's
     # tracks through it when the sequence ends; the others (the rendered video) see every frame's
     # tracks as they come, unfiltered.
@@ -157,6 +159,16 @@ def build_stages(cfg, run_dir: Path) -> Stages:
     )
 
 
+def check_stages(dataset: Dataset, stages: Stages, writer_names: Sequence[str]) -> None:
+    """Each stage keeps its contract and gets what it needs from the ones before it (the tracker's
+    embeddings, KPR's keypoints, the oracle stages' ground truth), or one error before any frame."""
+    check_composition(dataset, [
+        ("detector", stages.detector, Detector), ("pose", stages.pose, PoseEstimator),
+        ("reid", stages.reid, ReID), ("tracker", stages.tracker, Tracker),
+        *((f"writer {name}", writer, Writer) for name, writer in zip(writer_names, stages.writers)),
+    ])
+
+
 def filter_config(cfg) -> FilterConfig:
     return FilterConfig.from_node(cfg.output.get("filters"))
 
@@ -170,7 +182,7 @@ class SequenceCache:
         from omegaconf import OmegaConf
 
         # A content fingerprint reads the whole input once: only worth it when the cache is used.
-        fingerprint = source.fingerprint() if cache.enabled and hasattr(source, "fingerprint") else None
+        fingerprint = source.fingerprint() if cache.enabled else None
         self.cache = cache if fingerprint else StageCache(enabled=False)
         self.keys: dict[str, str] = {}
         upstream = ""
@@ -240,14 +252,10 @@ def model_outputs(batch: list[Frame], stages: Stages, seq_cache: SequenceCache) 
     return outputs
 
 
-def _writes_filtered(writer) -> bool:
-    return bool(getattr(writer, "filtered", False))
-
-
 def _end_sequence(stages: Stages) -> tuple[list[Path], dict]:
     """Filter the sequence's tracks, hand them to the track-file writers, and close every writer."""
     tracks, stats = stages.output_filter.stream()
-    track_writers = list(filter(_writes_filtered, stages.writers))
+    track_writers = [writer for writer in stages.writers if writer.filtered]
     for frame, people in tracks:
         for writer in track_writers:
             writer.write(frame, people)
@@ -258,9 +266,7 @@ def _abort_sequence(stages: Stages) -> None:
     """A sequence failed or was interrupted: writers drop their buffers and partial files."""
     stages.output_filter.begin()
     for writer in stages.writers:
-        abort = getattr(writer, "abort", None)
-        if abort is not None:
-            abort()
+        writer.abort()
 
 
 def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> tuple[list[Path], dict]:
@@ -270,9 +276,14 @@ def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> tuple[list
     published: a cache failure (a warning) never costs the sequence."""
     from tqdm import tqdm
 
+    missing = missing_members(source, Source)
+    if missing:
+        raise InputError(f"{type(source).__qualname__} is not a Source (it lacks {', '.join(missing)})",
+                         getattr(source, "name", None))
     seq_cache = SequenceCache(cache, cfg, stages, source)
-    needs_pixels = seq_cache.start < 3 or any(getattr(w, "needs_images", False) for w in stages.writers)
-    streaming = [w for w in stages.writers if not _writes_filtered(w)]
+    running = [getattr(stages, name) for name in MODEL_STAGES[seq_cache.start:]]  # after the cached ones
+    needs_pixels = needs_images([*running, *stages.writers])
+    streaming = [w for w in stages.writers if not w.filtered]
     stages.tracker.reset()
     stages.output_filter.begin()
     bar = tqdm(total=len(source) or None, desc=source.name, unit="frame", disable=not cfg.run.progress,
@@ -308,7 +319,7 @@ def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> tuple[list
 
 def evaluate(cfg, dataset, run_dir: Path, names: Sequence[str]) -> dict | None:
     """PoseTrack21 evaluation of the sequences just tracked, when the data set has ground truth."""
-    if not (cfg.run.evaluate and getattr(dataset, "has_ground_truth", False)):
+    if not (cfg.run.evaluate and dataset.has_ground_truth):
         return None
     from omegaconf import OmegaConf
 
@@ -405,7 +416,7 @@ def _sources(dataset) -> Iterator[tuple[str, object]]:
     a file that cannot be opened, so ``run.on_error=skip`` reaches the sequences after it."""
     import copy
 
-    files = getattr(dataset, "files", None)
+    files = dataset.files
     if not isinstance(files, list):
         for source in dataset.sequences():
             yield source.name, source
@@ -436,6 +447,7 @@ def run(cfg, run_dir: Path) -> dict:
     state = RunState(run_dir, cfg, bool(cfg.run.resume))
     dataset = build_stage(cfg.dataset)
     stages = build_stages(cfg, run_dir)
+    check_stages(dataset, stages, list(cfg.output.writers))
     clock = instrument(stages)  # frames/s per stage, people and files for the summary
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     state.save()
@@ -463,7 +475,7 @@ def run(cfg, run_dir: Path) -> dict:
         written += files
         print(f"  {name}: {len(source)} frames", file=sys.stderr)
     if not names:
-        raise InputError("the data set has no sequences", getattr(dataset, "path", None))
+        raise InputError("the data set has no sequences", dataset.path)
     done = [n for n in names if n in state.finished]
     metrics = evaluate(cfg, dataset, run_dir, done) if done else None
     return {"sequences": names, "files": written, "metrics": metrics,

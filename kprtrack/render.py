@@ -26,6 +26,7 @@ import numpy as np
 from kprtrack.errors import OutputError, warn
 from kprtrack.io import _umask
 from kprtrack.record import POSETRACK_SKELETON, Detections, Frame
+from kprtrack.stages import IMAGE
 
 
 def track_color(track_id: int) -> tuple[int, int, int]:
@@ -113,9 +114,11 @@ class VideoRenderWriter:
         self.enabled = enabled
         self._writer = None
 
+    filtered = False  # draws every frame's tracks as they come
+
     @property
-    def needs_images(self) -> bool:
-        return self.enabled
+    def requires(self) -> frozenset[str]:
+        return frozenset({IMAGE, "track_ids"} if self.enabled else {"track_ids"})
 
     def begin_sequence(self, name: str, meta: dict) -> None:
         self.abort()

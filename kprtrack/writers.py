@@ -36,6 +36,7 @@ def _tracked(detections: Detections) -> Detections:
 class PoseTrackWriter:
     """PoseTrack21 prediction JSON, one ``<seq>.json`` per sequence, same image ids as the GT."""
 
+    requires = frozenset({"track_ids"})  # keypoints too where a pose stage ran (else zeros)
     filtered = True
 
     def __init__(self, dir: str, subdir: str = POSETRACK_SUBDIR):
@@ -120,6 +121,7 @@ def _join(handle, items: Iterable[str], separator: str) -> str:
 class MotWriter:
     """MOTChallenge txt, ``frame,id,l,t,w,h,conf,-1,-1,-1`` with 1-based frame numbers."""
 
+    requires = frozenset({"track_ids"})
     filtered = True
 
     def __init__(self, dir: str, subdir: str = "mot"):

@@ -12,6 +12,7 @@ import numpy as np
 
 from kprtrack.errors import InputError, MissingModelError
 from kprtrack.record import Detections, Frame
+from kprtrack.stages import IMAGE
 from kprtrack.reid.crops import crop_boxes, normalise, resize_images
 from kprtrack.reid.onnx_weights import ONNX_REID_WEIGHTS
 from kprtrack.weights import resolve_weights
@@ -19,6 +20,10 @@ from kprtrack.weights import resolve_weights
 
 class OnnxReID:
     """Constructor keywords are the ``reid`` config keys (see configs/reid/onnx.yaml)."""
+
+    requires = frozenset({IMAGE, "boxes"})  # a global model: no keypoint prompt
+    provides = frozenset({"embeddings", "visibility"})
+    supports_prompts = False
 
     def __init__(self, model: str, layout: str = "auto", color: str = "bgr", height: int | None = None,
                  width: int | None = None, scale: float = 1.0, mean: Sequence[float] = (0.0, 0.0, 0.0),

@@ -12,10 +12,15 @@ import cv2
 import numpy as np
 
 from kprtrack.record import Detections, Frame
+from kprtrack.stages import IMAGE
 from kprtrack.reid.body_parts import EIGHT_PARTS
 
 
 class PartColorsReID:
+    requires = frozenset({IMAGE, "boxes", "keypoints"})  # parts are drawn from the keypoints
+    provides = frozenset({"embeddings", "visibility"})
+    weights_path = None
+
     def __init__(self, hue_bins: int = 12, sat_bins: int = 4, val_bins: int = 6,
                  keypoint_threshold: float = 0.3, thickness: float = 0.12, min_pixels: int = 20,
                  max_side: int = 128):

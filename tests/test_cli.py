@@ -159,7 +159,10 @@ def test_video_with_oracle_detector_is_a_clear_error(tmp_path):
     writer.release()
     result = run_cli("dataset=video", f"dataset.path={path}", "detector=groundtruth", "pose=groundtruth",
                      "reid=part_colors", f"output.dir={tmp_path / 'o'}")
-    assert result.returncode == 2 and "needs a data set with ground-truth" in result.stderr
+    # refused before any frame is decoded, naming both oracle stages at once
+    assert result.returncode == 2, result.stderr
+    assert "detector (GroundTruthDetector) needs ground truth" in result.stderr
+    assert "pose (GroundTruthPose) needs ground truth" in result.stderr
 
 
 def test_bad_stage_value_is_one_line(tmp_path):

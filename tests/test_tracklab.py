@@ -57,6 +57,8 @@ def _tracklab_tracks(demo_root, reid_backend="part_colors"):
 
 
 class _Collector:
+    requires, filtered = frozenset({"track_ids"}), False
+
     def __init__(self):
         self.rows = []
 
@@ -68,6 +70,9 @@ class _Collector:
 
     def end_sequence(self):
         return []
+
+    def abort(self):
+        pass
 
 
 def _kprtrack_tracks(demo_root):

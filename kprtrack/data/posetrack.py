@@ -226,8 +226,12 @@ class PoseTrackDataset:
         self.files = files
 
     @property
-    def gt_dir(self) -> Path:
-        return self.root / self.annotations_dir / self.split
+    def gt_dir(self) -> Path | None:
+        return self.root / self.annotations_dir / self.split if self.has_ground_truth else None
+
+    @property
+    def path(self) -> Path:
+        return self.root
 
     def __len__(self) -> int:
         return len(self.files)

@@ -111,6 +111,7 @@ class VideoDataset:
     """A video file, or every video in a folder (one sequence each)."""
 
     has_ground_truth = False
+    gt_dir = None
 
     def __init__(self, path: str):
         if not path:
@@ -137,6 +138,8 @@ class ImageFolderDataset:
     """A folder of frames (one sequence), or a folder of such folders (one sequence each)."""
 
     has_ground_truth = False
+    gt_dir = None
+    files = None  # a sequence is a folder: an unreadable frame fails its own sequence only
 
     def __init__(self, path: str, fps: float = 25.0):
         if not path:

@@ -8,6 +8,7 @@ import numpy as np
 from kprtrack.boxes import clip_boxes, frame_rng
 from kprtrack.errors import InputError
 from kprtrack.record import Detections, Frame
+from kprtrack.stages import GROUND_TRUTH
 
 
 class GroundTruthDetector:
@@ -18,6 +19,11 @@ class GroundTruthDetector:
         fall below the tracker's high threshold and exercise its second round.
     drop_rate: probability that a person is missed in a frame.
     """
+
+    requires = frozenset({GROUND_TRUTH})
+    # GT identities travel along for analysis (ReID data sets, debugging); stages ignore them.
+    provides = frozenset({"boxes", "scores", "person_ids"})
+    weights_path = None
 
     def __init__(self, box_noise: float = 0.0, score_jitter: float = 0.0, drop_rate: float = 0.0,
                  min_score: float = 0.05, seed: int = 0):
@@ -49,6 +55,5 @@ class GroundTruthDetector:
         boxes = clip_boxes(boxes, frame.width, frame.height)
         # A person outside the frame is not something a detector could see.
         keep &= (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
-        # GT identities travel along for analysis (ReID data sets, debugging); stages ignore them.
         return Detections(boxes=boxes, scores=scores.astype(np.float32),
                           person_ids=gt.person_ids).subset(keep)

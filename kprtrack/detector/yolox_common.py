@@ -13,6 +13,7 @@ from kprtrack.detector.yolox_processing import (
     postprocess, preprocess)
 from kprtrack.errors import InputError
 from kprtrack.record import Detections, Frame
+from kprtrack.stages import IMAGE
 from kprtrack.weights import WeightSpec
 
 
@@ -69,6 +70,9 @@ class YoloxBackendBase:
     """Letterbox -> network (``_infer``) -> decode -> person boxes, in batches of frames."""
 
     source: Path | str  # what the network came from, for error messages
+    weights_path: Path | str  # the same file, whose checksum keys the stage cache
+    requires = frozenset({IMAGE})
+    provides = frozenset({"boxes", "scores"})
 
     def __init__(self, input_size, preprocess: str, person_class: int, score_thresh: float,
                  nms_thresh: float, max_detections: int, batch_size: int):

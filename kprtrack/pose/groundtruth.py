@@ -7,6 +7,7 @@ from scipy.optimize import linear_sum_assignment
 from kprtrack.boxes import frame_rng, iou_matrix
 from kprtrack.errors import InputError
 from kprtrack.record import NUM_KEYPOINTS, Detections, Frame
+from kprtrack.stages import GROUND_TRUTH
 
 
 class GroundTruthPose:
@@ -16,6 +17,10 @@ class GroundTruthPose:
     keypoint_noise: std of keypoint noise as a fraction of the box height.
     score_jitter: keypoint confidences are 1 - |N(0, score_jitter)| for annotated joints.
     """
+
+    requires = frozenset({GROUND_TRUTH, "boxes"})
+    provides = frozenset({"keypoints"})
+    weights_path = None
 
     def __init__(self, keypoint_noise: float = 0.0, score_jitter: float = 0.0, min_iou: float = 0.3,
                  seed: int = 0):

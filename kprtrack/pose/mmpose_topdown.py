@@ -48,6 +48,9 @@ def layout_of(dataset_meta: dict) -> str:
 class MMPoseTopDown:
     """mmpose top-down model on every usable box of a frame (mmpose batches the boxes itself)."""
 
+    requires = TopDownEstimator.requires
+    provides = TopDownEstimator.provides
+
     def __init__(self, config: str, checkpoint: str, device: str = "cpu", layout: str | None = None,
                  min_box_size: float = MIN_BOX_SIZE, download: bool = True):
         from kprtrack.weights import resolve_weights

@@ -13,6 +13,7 @@ import numpy as np
 from kprtrack.errors import InputError
 from kprtrack.pose.layouts import check_layout, to_posetrack, warn_approximate_head
 from kprtrack.record import NUM_KEYPOINTS, Detections, Frame
+from kprtrack.stages import IMAGE
 
 MIN_BOX_SIZE = 2.0  # px; narrower or flatter boxes hold no person worth a pose
 
@@ -98,6 +99,9 @@ class TopDownEstimator:
 
     input_size: tuple[int, int]
     layout: str
+    weights_path: str | None = None  # subclasses set their file (the stage cache keys on it)
+    requires = frozenset({IMAGE, "boxes"})
+    provides = frozenset({"keypoints"})
     padding: float = 1.25
     min_box_size: float = MIN_BOX_SIZE
 

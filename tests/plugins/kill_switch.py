@@ -6,6 +6,8 @@ import signal
 
 
 class KillSwitch:
+    requires, filtered = frozenset(), False
+
     def __init__(self, dir: str):
         self.count = 0
 
@@ -20,3 +22,6 @@ class KillSwitch:
 
     def end_sequence(self):
         return []
+
+    def abort(self):
+        pass
