@@ -1,7 +1,11 @@
 """Package layout only (metadata is in pyproject.toml).
 
 tracker/, reid/ and configs/ sit at the top of the repository, as the project's users asked,
-but install inside the kprtrack namespace so that no generic top-level name is taken.
+but install inside the kprtrack namespace so that no generic top-level name is taken. The install
+is what maps them: a wheel copies them into kprtrack/, and an editable install (pip install -e .)
+maps kprtrack.tracker -> tracker/ etc. with setuptools' import finder. A checkout that was never
+installed does not import them (kprtrack/__init__.py does not extend its search path, so tests/,
+benchmarks/ or setup.py never become kprtrack.* modules either).
 """
 from setuptools import find_namespace_packages, setup
 

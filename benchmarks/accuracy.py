@@ -40,10 +40,11 @@ from functools import lru_cache
 from pathlib import Path
 
 try:  # a source checkout: ``python benchmarks/accuracy.py`` from the repo root, package not installed
-    import kprtrack  # noqa: F401  (first: it may choose OpenBLAS's kernels, which must precede numpy)
+    import kprtrack.runtime
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import kprtrack  # noqa: F401
+    import kprtrack.runtime
+kprtrack.runtime.configure_process()  # first: it may choose OpenBLAS's kernels, which must precede numpy
 
 import numpy as np
 

@@ -11,6 +11,10 @@ import argparse
 import time
 import warnings
 
+import kprtrack.runtime
+
+kprtrack.runtime.configure_process()  # as the CLI: before numpy; lets --cpu-malloc reuse take effect
+
 import numpy as np
 import torch
 

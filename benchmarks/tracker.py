@@ -29,10 +29,11 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 try:  # a source checkout: ``python benchmarks/tracker.py`` from the repo root, package not installed
-    import kprtrack  # noqa: F401  (first: it may choose OpenBLAS's kernels, which must precede numpy)
+    import kprtrack.runtime
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import kprtrack  # noqa: F401
+    import kprtrack.runtime
+kprtrack.runtime.configure_process()  # first: it may choose OpenBLAS's kernels, which must precede numpy
 
 import numpy as np
 

@@ -103,6 +103,9 @@ def command_usage(command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from kprtrack.runtime import configure_process
+
+    configure_process()  # the entry point owns the process: opt in to kprtrack/runtime.py's settings, before numpy
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "help" and len(argv) > 1 and argv[1] in COMMANDS:
         argv = [argv[1], "--help"]  # `help <command>` = `<command> --help`

@@ -5,7 +5,9 @@ in its runtime CPU detection, so on Zen 5 it runs its Haswell (AVX2) kernels alt
 AVX-512 (OpenMathLib/OpenBLAS issue #6029, fixed upstream by PR #6033). On such a machine the tracker's
 small float32 part-distance products (9 of ~20 x 512 x 20 per frame) take 2.7x longer than with the
 SkylakeX kernels. OpenBLAS reads ``OPENBLAS_CORETYPE`` once, when numpy first loads it, so
-``kprtrack/__init__.py`` calls :func:`prefer_avx512_kernels` before anything imports numpy.
+:func:`prefer_avx512_kernels` must run before anything imports numpy. Setting an environment variable
+is a process-wide choice: importing kprtrack does not do it; ``kprtrack.runtime.configure_process()``
+does, which the command line calls first thing and a library user may call (see kprtrack/runtime.py).
 
 It changes nothing when ``OPENBLAS_CORETYPE`` is already set (the user's choice wins), when
 ``KPRTRACK_OPENBLAS_FIX=0``, when numpy is already loaded (too late to matter), or on any other CPU.
@@ -72,8 +74,9 @@ def openblas_core() -> str:
     Reads it from the OpenBLAS library numpy loaded (scipy-openblas prefixes and suffixes its symbols).
     """
     import ctypes
+    import importlib
 
-    import numpy  # noqa: F401  (loads OpenBLAS)
+    importlib.import_module("numpy")  # loads OpenBLAS
 
     try:
         maps = Path("/proc/self/maps").read_text()

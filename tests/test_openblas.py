@@ -66,9 +66,12 @@ def test_the_loaded_openblas_reports_its_kernels():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/cpuinfo")
-def test_importing_kprtrack_before_numpy_applies_it_and_numpy_runs():
+def test_configure_process_before_numpy_applies_it_and_numpy_runs():
+    """The opt-in (kprtrack.runtime.configure_process, which the CLI calls first) sets the kernels; a plain
+    ``import kprtrack`` does not (tests/test_import_side_effects.py)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "KPRTRACK_OPENBLAS_FIX")}
-    code = ("import os, kprtrack, numpy as np; a = np.ones((64, 64), np.float32); "
+    code = ("import os, kprtrack.runtime; kprtrack.runtime.configure_process(); import numpy as np; "
+            "a = np.ones((64, 64), np.float32); "
             "assert float((a @ a)[0, 0]) == 64.0; print(os.environ.get('OPENBLAS_CORETYPE', ''))")
     out = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -1,9 +1,7 @@
 """``reid=kpr``: the KPR ReID stage (prompts from the frame's keypoints, batched inference)."""
 from __future__ import annotations
 
-import ctypes
 import math
-import sys
 import warnings
 from typing import Sequence
 
@@ -12,6 +10,7 @@ import torch
 
 from kprtrack.errors import InputError, MissingModelError
 from kprtrack.record import Detections, Frame
+from kprtrack.stages import IMAGE
 from kprtrack.reid.crops import IMAGENET_MEAN, IMAGENET_STD, crop_boxes, normalise, resize_images
 from kprtrack.reid.kpr.checkpoint import checkpoint_settings, load_strict, read_checkpoint, unsupported_features
 from kprtrack.reid.kpr.model import GLOBAL_EMBEDDINGS, KPR, PART_EMBEDDINGS, KPRArch
@@ -19,6 +18,7 @@ from kprtrack.reid.kpr.registry import KPR_WEIGHTS
 from kprtrack.reid.kpr.solider import SOLIDER_SPECS
 from kprtrack.reid.kpr.swin import SWIN_SPECS
 from kprtrack.reid.prompts import PROMPT_GROUPS, build_prompt, frame_prompts
+from kprtrack.runtime import reuse_freed_memory_for_cpu_inference
 from kprtrack.weights import resolve_weights
 
 # Output part schemes (upstream masks.preprocess): names of embeddings 1..K.
@@ -78,11 +78,19 @@ class KPRReID:
             load_strict(self.model, state, self.weights_path)
         self.device = _device(device)
         if self.device.type == "cpu" and cpu_malloc == "reuse":
-            keep_freed_memory()
+            # glibc's malloc settings are process-wide: a constructor must not change them on its own. This
+            # asks for them; granted only where the process opted in (the CLI does; kprtrack/runtime.py).
+            reuse_freed_memory_for_cpu_inference()
         self.model.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
         self.part_names = ("foreground",) + PART_SCHEMES.get(settings["parts"], tuple(
             f"part{i}" for i in range(1, self.arch.parts_num + 1)))
+
+    provides = frozenset({"embeddings", "visibility"})
+
+    @property
+    def requires(self) -> frozenset[str]:
+        return frozenset({IMAGE, "boxes", "keypoints"} if self.supports_prompts else {IMAGE, "boxes"})
 
     @property
     def supports_prompts(self) -> bool:
@@ -148,29 +156,6 @@ class KPRReID:
             embs.append(emb.float().cpu().numpy())
             viss.append(vis.float().cpu().numpy())
         return np.concatenate(embs).astype(np.float32), np.concatenate(viss).astype(np.float32)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc malloc reuse freed memory instead of handing big blocks back to the kernel.
-
-    PyTorch's CPU allocator does not cache: every tensor above glibc's mmap threshold (32 MiB at
-    most) is a fresh mmap, page-faulted in (zeroed 4 KiB at a time) and unmapped when freed. A
-    batch of 32 SwinV2-B crops makes dozens of such temporaries per block (attention
-    [B*windows, heads, 256, 256], MLP hidden, fusion concat): ~2.5 M page faults and ~4 s of kernel
-    time per 32 crops, which made batch 32 slower per crop than batch 1. Serving large blocks from
-    the heap and never trimming it removes that (cost: the process keeps its peak memory).
-    Process-wide and idempotent; a no-op returning False where the C library is not glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
-    except (OSError, AttributeError):
-        return False
 
 
 def _scale(keypoints, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
