@@ -39,11 +39,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-try:  # a source checkout: ``python benchmarks/accuracy.py`` from the repo root, package not installed
-    import kprtrack.runtime
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import kprtrack.runtime
+import kprtrack.runtime  # noqa: E402  (installed: pip install -e ".[bench]")
+
 kprtrack.runtime.configure_process()  # first: it may choose OpenBLAS's kernels, which must precede numpy
 
 import numpy as np
@@ -218,19 +215,13 @@ def stage_configs(inputs: Inputs) -> dict:
 
 
 def code_checksum(target: str) -> str:
-    """The Python sources of the package holding ``_target_``'s module (found without importing it: a
-    tracker-only re-run imports no model runtime) and the record/box helpers, with kprtrack's version."""
-    import importlib.util
-
+    """Every project module ``_target_``'s module imports, directly or not, and kprtrack's version (the
+    stage cache's rule, kprtrack/cache.py; found by parsing, not importing: a tracker-only re-run
+    imports no model runtime)."""
     from kprtrack import __version__
+    from kprtrack.cache import closure_checksum
 
-    folder = Path(importlib.util.find_spec(target.rsplit(".", 1)[0]).origin).parent
-    files = sorted(folder.glob("*.py")) + [Path(kprtrack.__file__).parent / f for f in ("record.py", "boxes.py", "nms.py")]
-    digest = hashlib.sha256(f"{__version__}|{CACHE_VERSION}".encode())
-    for path in files:
-        if path.is_file():
-            digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
+    return hashlib.sha256(f"{__version__}|{CACHE_VERSION}|{closure_checksum(target.rsplit('.', 1)[0])}".encode()).hexdigest()[:16]
 
 
 def file_checksum(path: Path) -> str:

@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from kprtrack.detector.yolox import YOLOXDetector  # noqa: E402
 from kprtrack.detector.yolox_onnx import YOLOXOnnxDetector  # noqa: E402
 from kprtrack.export import export_onnx  # noqa: E402

@@ -81,6 +81,7 @@ class LoopedVideoSource:
 
 class LoopedVideo:
     has_ground_truth = False
+    gt_dir = files = None
 
     def __init__(self, path: str, num_frames: int = 10000, **_):
         self.path, self.num_frames = path, num_frames
@@ -94,6 +95,7 @@ class StubDetector:
     frames; ``calls`` counts the frames detected (class-wide)."""
 
     calls = 0
+    requires, provides, weights_path = frozenset(), frozenset({"boxes", "scores"}), None
 
     def __init__(self, people: int = 3, left: float = 20, spacing: float = 200, width: float = 70, top: float = 40,
                  bottom: float = 300, step: float = 2.0, period: int = 200, **_):
@@ -114,6 +116,8 @@ class StubDetector:
 
 
 class StubPose:
+    requires, provides, weights_path = frozenset({"boxes"}), frozenset({"keypoints"}), None
+
     def __init__(self, **_):
         pass
 
@@ -125,6 +129,8 @@ class StubPose:
 
 
 class StubReID:
+    requires, provides, weights_path = frozenset({"boxes"}), frozenset({"embeddings", "visibility"}), None
+
     def __init__(self, dim: int = 512, **_):
         self.dim = dim
 
@@ -138,6 +144,8 @@ class StubReID:
 class MemoryProbe:
     """A streaming writer that appends ``frame peak_rss_kb seconds`` to ``$KPRTRACK_MEMORY_PROBE``
     after each checkpoint frame (and the last one)."""
+
+    requires, filtered = frozenset(), False
 
     def __init__(self, dir: str, **_):
         self.out = os.environ.get("KPRTRACK_MEMORY_PROBE")
@@ -162,6 +170,9 @@ class MemoryProbe:
         if self.last and not (self.last in CHECKPOINTS or self.last % 1000 == 0):
             self._record()
         return []
+
+    def abort(self):
+        pass
 
 
 # ----------------------------------------------------------------- driver
@@ -202,7 +213,7 @@ def main(argv=None) -> int:
                f"+output.writers.memory_probe._target_={module}.MemoryProbe", f"output.dir={work / 'run'}",
                f"output.render={args.render}", f"output.filters.enabled={args.filters}", f"run.cache={args.cache}",
                f"run.cache_dir={work / 'cache'}", "run.progress=false"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(work), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(work), os.environ.get("PYTHONPATH", "")]),
                "KPRTRACK_MEMORY_PROBE": str(probe)}
         started = time.perf_counter()
         result = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -28,11 +28,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-try:  # a source checkout: ``python benchmarks/tracker.py`` from the repo root, package not installed
-    import kprtrack.runtime
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import kprtrack.runtime
+import kprtrack.runtime  # noqa: E402  (installed: pip install -e ".[bench]")
+
 kprtrack.runtime.configure_process()  # first: it may choose OpenBLAS's kernels, which must precede numpy
 
 import numpy as np
