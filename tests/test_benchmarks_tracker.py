@@ -96,6 +96,7 @@ def test_windows_are_1k_and_10k_for_10000_frames(bench):
     assert 0 < e0 < e1 <= l0 < l1 == 120
 
 
+@pytest.mark.slow
 def test_kprtrack_alone_tracks_the_scene_and_is_timed(bench, scene):
     runner = bench.KPRTrackRunner(bench.kprtrack_config())
     result = bench.run_benchmark(scene, [runner], chunk=64, progress=False)
@@ -124,6 +125,7 @@ def test_missing_reference_package_says_how_to_install(bench, monkeypatch):
         bench.ByteTrackRunner(bench.kprtrack_config())
 
 
+@pytest.mark.slow
 def test_both_trackers_side_by_side(bench, scene):
     pytest.importorskip("trackers", reason="reference ByteTrack is Roboflow's `trackers` (pip install trackers)")
     config = bench.kprtrack_config()
@@ -157,6 +159,7 @@ def test_unknown_reference_is_refused(bench, capsys):
     assert stop.value.code == 2 and "unknown bogus" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_every_reference_gets_its_ratio_and_tracklab_rows_map_back(bench, scene, monkeypatch):
     """TrackLab's BYTETracker takes a [l, t, r, b, score, class, row] tensor and returns rows
     [l, t, r, b, track_id, class, score, row]; a stand-in with that interface (track id = 100 + the
@@ -208,6 +211,7 @@ def test_auto_reference_runs_what_is_installed_and_says_what_is_not(bench, monke
     assert "ratio KPRTrack / ByteTrack(trackers)" in captured.out and "ByteTrack(tracklab)" not in captured.out
 
 
+@pytest.mark.slow
 def test_tracklab_reference_side_by_side(bench, scene):
     """The real TrackLab byte_track (runs in the TrackLab environment, see .ci/tracklab_env.sh)."""
     pytest.importorskip("byte_track.byte_tracker", reason="TrackLab's byte_track comes with tracklab")

@@ -43,6 +43,7 @@ def nano_detector():
     return detector
 
 
+@pytest.mark.slow
 def test_exported_onnx_matches_pytorch(tmp_path, nano_detector):
     path = export_onnx(nano_detector.model, nano_detector.input_hw, tmp_path / "nano.onnx")
     batch = np.random.default_rng(0).uniform(0, 255, (2, 3, 160, 224)).astype(np.float32)
@@ -59,6 +60,7 @@ def test_exported_onnx_matches_pytorch(tmp_path, nano_detector):
     # untrained scores tie too often for NMS output to be comparable)
 
 
+@pytest.mark.slow
 def test_fixed_batch_export_is_fed_frame_by_frame(tmp_path, nano_detector):
     path = export_onnx(nano_detector.model, nano_detector.input_hw, tmp_path / "fixed.onnx",
                        dynamic_batch=False)
@@ -72,6 +74,7 @@ def test_fixed_batch_export_is_fed_frame_by_frame(tmp_path, nano_detector):
         YOLOXOnnxDetector(weights=str(path), input_size=[320, 320])
 
 
+@pytest.mark.slow
 def test_dynamic_input_needs_a_size(tmp_path):
     model = YOLOXDetector(weights=None, model_size="nano", input_size=[64, 64]).model
     import io
@@ -108,6 +111,7 @@ def test_unexpected_onnx_output_shape_is_one_clear_error(tmp_path):
         YOLOXOnnxDetector(weights=None)
 
 
+@pytest.mark.slow
 def test_export_command(tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     code = cli_main(["export", "detector.weights=null", "detector.model_size=nano",

@@ -19,6 +19,7 @@ def brute_force_nms(boxes, scores, thr):
     return keep
 
 
+@pytest.mark.slow
 def test_nms_matches_brute_force_on_random_boxes():
     rng = np.random.default_rng(3)
     for _ in range(20):

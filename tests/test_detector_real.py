@@ -132,6 +132,7 @@ def nano_checkpoint_from_official_onnx(onnx_path, out_path):
     return out_path
 
 
+@pytest.mark.slow
 def test_pytorch_architecture_reproduces_official_nano(nano_onnx, tmp_path):
     onnx_path = shared_file("models/yolox_nano_416.onnx")
     checkpoint = nano_checkpoint_from_official_onnx(onnx_path, tmp_path / "yolox_nano_from_onnx.pth")

@@ -106,7 +106,8 @@ OFFICIAL_STATE_DICTS = {
 }
 
 
-@pytest.mark.parametrize("size", list(OFFICIAL_STATE_DICTS))
+@pytest.mark.parametrize("size", [pytest.param(size, marks=pytest.mark.slow) if size == "x" else size
+                                  for size in OFFICIAL_STATE_DICTS])
 def test_state_dict_matches_the_official_architecture_exactly(size):
     count, tracked, params, digest, spots = OFFICIAL_STATE_DICTS[size]
     model = YOLOX(size, 80)
@@ -120,13 +121,15 @@ def test_state_dict_matches_the_official_architecture_exactly(size):
     assert hashlib.sha256(listing.encode()).hexdigest() == digest
 
 
-@pytest.mark.parametrize("size", list(MODEL_SIZES))
+@pytest.mark.parametrize("size", [pytest.param(size, marks=pytest.mark.slow) if size == "x" else size
+                                  for size in MODEL_SIZES])
 def test_size_and_classes_are_read_from_the_state_dict(size):
     for classes in (80, 1):
         state = YOLOX(size, classes).state_dict()
         assert describe_state_dict(state, "x.pth") == (size, classes)
 
 
+@pytest.mark.slow
 def test_random_init_shapes_and_batching():
     # One class: an untrained 80-class model rarely makes person its top class, so would keep no box.
     detector = YOLOXDetector(weights=None, model_size="nano", num_classes=1, input_size=[128, 160], batch_size=2,
@@ -155,6 +158,7 @@ def test_random_init_shapes_and_batching():
 
 
 @pytest.mark.parametrize("num_classes", [80, 1])
+@pytest.mark.slow
 def test_fake_official_checkpoint_loads_strictly(tmp_path, num_classes):
     path, reference = fake_checkpoint(tmp_path, "nano", num_classes, best_ap=np.float64(25.8))
     detector = YOLOXDetector(weights=str(path), input_size=[96, 96])

@@ -204,6 +204,7 @@ def _max_diff(a, b) -> float:
     return float(np.max(np.where(same, 0.0, diff), initial=0.0))
 
 
+@pytest.mark.slow
 def test_box_hota_equals_kit(kit_cases, monkeypatch):
     ours, hota, _ = kit_cases
     worst = {}
@@ -227,6 +228,7 @@ def test_box_hota_equals_kit(kit_cases, monkeypatch):
     assert max(_max_diff(other[f], hota["stress_fp"]["combined"][f]) for f in FIELDS) > TOL
 
 
+@pytest.mark.slow
 def test_mota_idf1_equal_kit(kit_cases, monkeypatch):
     ours, _, clear = kit_cases
     worst = {}
@@ -249,6 +251,7 @@ def test_mota_idf1_equal_kit(kit_cases, monkeypatch):
     assert any(clear[c]["ignore"]["OVERALL"]["mota"] != clear[c]["no_ignore"]["OVERALL"]["mota"] for c in clear)
 
 
+@pytest.mark.slow
 def test_region_iou_matches_shapely_in_both_kit_venvs(tmp_path):
     """Self-intersecting regions: what GEOS's buffer(0) keeps differs between the two scripts' pinned
     shapely versions (1.8.0: GEOS 3.9, 1.7.1: GEOS 3.8); both are reproduced."""

@@ -18,6 +18,8 @@ from kprtrack.eval.kit_boxes import mot_text, posetrack_mot_ground_truth, predic
 from kprtrack.eval.protocols import KIT_CLEAR_NAMES
 from tests.kit.oracle import run_driver, run_mot_driver
 
+pytestmark = pytest.mark.slow  # the official kit runs in its own venv
+
 TOLERANCE = 1e-6
 
 

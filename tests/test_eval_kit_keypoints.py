@@ -22,6 +22,8 @@ from tests.conftest import shared_file
 from tests.kit.oracle import run_driver
 from tests.kit.pose_cases import PERTURBATIONS, write_cases
 
+pytestmark = pytest.mark.slow  # the official kit runs in its own venv
+
 TOLERANCE = 1e-6
 
 

@@ -120,6 +120,7 @@ def test_tracker_does_not_lock_its_layout_on_an_empty_frame():
     assert tracker.update(people).track_ids.tolist() == ids.tolist()
 
 
+@pytest.mark.slow
 def test_black_intro_frames_with_the_light_stack(tmp_path):
     frames = demo_frames()
     black = np.zeros_like(frames[0])
@@ -133,6 +134,7 @@ def test_black_intro_frames_with_the_light_stack(tmp_path):
     assert len(tracks["images"]) == 8 and frames_with_people and min(frames_with_people) >= 3
 
 
+@pytest.mark.slow
 def test_damaged_jpeg_in_an_image_folder_with_the_light_stack(tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -263,6 +265,7 @@ def test_posetrack_frames_replaced_in_place_change_the_fingerprint(shared, tmp_p
     assert source.fingerprint() != before
 
 
+@pytest.mark.slow
 def test_stale_video_is_not_reused_by_the_stage_cache(tmp_path):
     """End to end: the second run sees other frames at the same path, size and mtime."""
     frames = demo_frames()
@@ -341,6 +344,7 @@ def test_malformed_image_values_are_one_message(shared, tmp_path, edit, phrase):
     assert str(path) in str(err.value) and "images[0]" in str(err.value) and phrase in str(err.value), str(err.value)
 
 
+@pytest.mark.slow
 def test_malformed_annotation_through_the_cli(shared, tmp_path):
     root = tmp_path / "pt18"
     shutil.copytree(shared / "data/posetrack18/images", root / "images")
@@ -365,6 +369,7 @@ def test_a_detector_onnx_is_refused_as_the_reid_model():
     assert "yolox_nano_416.onnx" in message and "[1, 3549, 85]" in message and "not a person-ReID" in message
 
 
+@pytest.mark.slow
 def test_a_detector_onnx_as_reid_through_the_cli(tmp_path):
     video = write_video(tmp_path / "clip.mp4", demo_frames()[:2])
     stack = [a for a in light_stack() if not a.startswith(("reid.", "reid="))]
@@ -386,6 +391,7 @@ def test_a_detector_onnx_as_reid_through_the_cli(tmp_path):
     (["run.cache=maybe"], ["run.cache", "true or false"]),
     (["tracker.ema_alpha=high"], ["tracker.ema_alpha", "number"]),
 ])
+@pytest.mark.slow
 def test_bad_overrides_are_one_line(tmp_path, args, phrases):
     result = cli("run", *args, "run.progress=false", cwd=tmp_path)
     message = one_error_line(result)
@@ -393,11 +399,13 @@ def test_bad_overrides_are_one_line(tmp_path, args, phrases):
     assert not list(tmp_path.glob("outputs/*/*")), "a failed start leaves no run folder"
 
 
+@pytest.mark.slow
 def test_missing_value_does_not_break_cfg_printing(tmp_path):
     result = cli("run", "dataset=video", "--cfg", cwd=tmp_path)
     assert result.returncode == 0 and "path: ???" in result.stdout, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_non_ascii_path_works_without_quoting(tmp_path):
     folder = tmp_path / "vidéos à voir"
     folder.mkdir()

@@ -174,6 +174,7 @@ def test_unwritable_cache_is_a_warning_and_every_sequence_is_kept(tmp_path, caps
     assert len(outputs(out)) == 6
 
 
+@pytest.mark.slow
 def test_full_cache_folder_is_a_warning_and_writers_finish_first(tmp_path, mount_tmpfs, capsys):
     cache = mount_tmpfs("cache", "64k")
     out = tmp_path / "run"
@@ -185,6 +186,7 @@ def test_full_cache_folder_is_a_warning_and_writers_finish_first(tmp_path, mount
 
 
 # --------------------------------------------------------------------------- cause 4: one run per folder
+@pytest.mark.slow
 def test_a_second_run_in_a_locked_folder_is_refused_naming_folder_and_pid(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -208,6 +210,7 @@ def test_a_second_run_in_a_locked_folder_is_refused_naming_folder_and_pid(tmp_pa
     assert run_main(f"output.dir={out}", "output.render=false") == 0
 
 
+@pytest.mark.slow
 def test_lock_is_released_after_a_run_and_a_new_run_resets_the_state(tmp_path):
     out = tmp_path / "run"
     assert run_main(f"output.dir={out}", "output.render=false") == 0
@@ -280,6 +283,7 @@ def test_unwritable_render_folder_is_one_clear_error(tmp_path):
         writer.write(Frame("clip", 0, np.zeros((48, 64, 3), np.uint8)), Detections.empty())
 
 
+@pytest.mark.slow
 def test_image_folder_with_infinite_fps_renders_at_25(tmp_path):
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -294,6 +298,7 @@ def test_image_folder_with_infinite_fps_renders_at_25(tmp_path):
 
 
 # --------------------------------------------------------------------------- cause 6: output I/O errors
+@pytest.mark.slow
 def test_output_dir_that_is_a_file_is_one_clear_error(tmp_path):
     target = tmp_path / "results.txt"
     target.write_text("not a folder")
@@ -303,6 +308,7 @@ def test_output_dir_that_is_a_file_is_one_clear_error(tmp_path):
     assert target.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_read_only_output_dir_is_one_clear_error(tmp_path, mount_tmpfs):
     point = mount_tmpfs("ro", "1m", ro=True)
     result = cli(f"output.dir={point}/run")
@@ -311,6 +317,7 @@ def test_read_only_output_dir_is_one_clear_error(tmp_path, mount_tmpfs):
     assert str(point) in line and "read-only" in line.lower(), line
 
 
+@pytest.mark.slow
 def test_full_output_disk_publishes_no_torn_file_and_keeps_finished_sequences(tmp_path, mount_tmpfs):
     point = mount_tmpfs("full", "160k")
     out = point / "run"
@@ -347,6 +354,7 @@ def _noisy(frames):
     return noisy
 
 
+@pytest.mark.slow
 def test_enospc_on_a_track_file_keeps_finished_sequences(tmp_path, monkeypatch, capsys):
     import kprtrack.writers as writers
 
@@ -370,6 +378,7 @@ def test_enospc_on_a_track_file_keeps_finished_sequences(tmp_path, monkeypatch, 
     assert not hidden_files(out)
 
 
+@pytest.mark.slow
 def test_read_only_kprtrack_home_still_runs_the_demo(tmp_path, mount_tmpfs):
     home = mount_tmpfs("home", "64m")
     env = {"KPRTRACK_HOME": str(home)}
@@ -406,6 +415,7 @@ def _traced_peak(tmp_path, frames: int, *extra: str) -> int:
 
 
 @pytest.mark.parametrize("cache", ["true", "false"])
+@pytest.mark.slow
 def test_memory_does_not_grow_with_video_length(tmp_path, cache):
     """3 people x 512-D embeddings: ~6 kB of stage outputs per frame. Held to the end of the sequence,
     1200 more frames would cost ~7 MB; kept flat, well under 1.5 MB (the writers' own spools are on disk)."""
@@ -414,6 +424,7 @@ def test_memory_does_not_grow_with_video_length(tmp_path, cache):
     assert long - short < 1.5e6, (short, long)
 
 
+@pytest.mark.slow
 def test_spilled_cache_replays_the_same_tracks(tmp_path):
     """A guard for the chunked entries (700 frames = 3 chunks), not a regression test: it held before."""
     base = ["output.render=false", f"run.cache_dir={tmp_path / 'cache'}", "dataset.num_frames=700"]
@@ -429,6 +440,7 @@ def test_spilled_cache_replays_the_same_tracks(tmp_path):
 
 # --------------------------------------------------------------------------- cause 12: damaged cache entries
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
+@pytest.mark.slow
 def test_damaged_cache_entry_is_recomputed_with_a_warning(tmp_path, damage, capsys):
     base = ["output.render=false", f"run.cache_dir={tmp_path / 'cache'}", "dataset.num_sequences=1"]
     assert run_main(f"output.dir={tmp_path / 'a'}", *base) == 0
@@ -455,6 +467,7 @@ def test_damaged_cache_entry_is_recomputed_with_a_warning(tmp_path, damage, caps
 
 
 # --------------------------------------------------------------------------- cause 13: on_error
+@pytest.mark.slow
 def test_on_error_skip_continues_records_and_exits_non_zero(tmp_path):
     out = tmp_path / "run"
     result = cli(f"output.dir={out}", "+dataset.bad=[seq1]", "run.on_error=skip", "output.render=false")
@@ -470,6 +483,7 @@ def test_on_error_skip_continues_records_and_exits_non_zero(tmp_path):
     assert again.returncode == 2 and again.stderr.count("finished earlier, kept") == 2, again.stderr
 
 
+@pytest.mark.slow
 def test_on_error_stop_is_the_default_and_is_recorded(tmp_path):
     out = tmp_path / "run"
     result = cli(f"output.dir={out}", "+dataset.bad=[seq1]", "output.render=false")
@@ -478,6 +492,7 @@ def test_on_error_stop_is_the_default_and_is_recorded(tmp_path):
     assert set(state["finished"]) == {"seq0"} and "seq1" in state["failed"]
 
 
+@pytest.mark.slow
 def test_on_error_skip_passes_over_an_unreadable_video_in_a_folder(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -500,6 +515,7 @@ def test_on_error_is_validated():
 
 
 # --------------------------------------------------------------------------- cause 14: signals, leftovers
+@pytest.mark.slow
 def test_sigterm_prints_one_line_and_exits_143(tmp_path):
     out = tmp_path / "run"
     result = cli(f"output.dir={out}", f"+output.writers.killer._target_={HERE}.Killer",
@@ -511,6 +527,7 @@ def test_sigterm_prints_one_line_and_exits_143(tmp_path):
     assert list(json.loads((out / "state.json").read_text())["finished"]) == ["seq0"]
 
 
+@pytest.mark.slow
 def test_sigkill_leftovers_are_cleaned_on_resume_and_results_match(tmp_path):
     killer = [f"+output.writers.killer._target_={HERE}.Killer", "run.cache=false"]
     out = tmp_path / "killed"
@@ -528,6 +545,7 @@ def test_sigkill_leftovers_are_cleaned_on_resume_and_results_match(tmp_path):
     assert outputs(out) == outputs(clean) and len(outputs(clean)) == 6
 
 
+@pytest.mark.slow
 def test_failed_start_leaves_no_empty_run_folder(tmp_path):
     out = tmp_path / "new" / "run"
     result = cli(f"output.dir={out}", "dataset.path=/does/not/exist.mp4", stubs=VIDEO_STUBS)
@@ -544,6 +562,7 @@ def test_failed_start_leaves_no_empty_run_folder(tmp_path):
     assert result.returncode == 2 and sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_on_error_skip_passes_over_a_malformed_annotation_file(tmp_path):
     from tests.conftest import shared_file
 
@@ -565,6 +584,7 @@ def test_on_error_skip_passes_over_a_malformed_annotation_file(tmp_path):
     assert set(state["finished"]) == {names[0], names[2]} and "malformed" in state["failed"][names[1]]
 
 
+@pytest.mark.slow
 def test_partial_cache_entries_of_dead_runs_are_removed(tmp_path):
     import socket
 

@@ -123,6 +123,7 @@ def clip(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_first_run_downloads_each_file_once_verifies_and_tracks(fast_host, clip, tmp_path, capsys):
     pytest.importorskip("ai_edge_litert")
     args = ["run", f"source={clip}", "preset=fast", "run.progress=false"]
@@ -149,6 +150,7 @@ def test_first_run_downloads_each_file_once_verifies_and_tracks(fast_host, clip,
     assert (tmp_path / "run2" / "mot" / "clip.txt").read_text() == (run1 / "mot" / "clip.txt").read_text()
 
 
+@pytest.mark.slow
 def test_a_file_failing_its_checksum_is_refused_and_not_cached(fast_host, clip, tmp_path, capsys):
     pytest.importorskip("ai_edge_litert")
     name = ONNX_REID_WEIGHTS["osnet_x0_25_msmt17"].file_name
@@ -180,6 +182,7 @@ def test_kpr_multi_downloads_through_a_hugging_face_redirect_and_checks_its_sha2
     assert resolve_weights("kpr_multi", KPR_WEIGHTS) == path and host.requests == []
 
 
+@pytest.mark.slow
 def test_every_default_file_of_the_video_stack_downloads_by_itself(host):
     """dataset=video's (and images') stages: every file has a direct URL (no Google Drive), and the
     first run's plan sizes them from the host (HEAD; Hugging Face's X-Linked-Size)."""

@@ -43,6 +43,7 @@ def _seeded(model):
     (TINY, [0.03387, -0.19286, 0.07067, 0.12631], 0.12624),
     ("swin_tiny_patch4_window7_224", [-0.04743, -0.16586, -0.27425, -0.24808], 0.27245),
 ])
+@pytest.mark.slow
 def test_swin_matches_timm_reference_outputs(name, first, mean_abs):
     m = SwinTransformer(swin_spec(name), (128, 64)).eval()
     m.load_state_dict(_seeded(m), strict=False)
@@ -155,6 +156,7 @@ def _arch(**kw):
     return KPRArch(**base)
 
 
+@pytest.mark.slow
 def test_fake_official_checkpoint_loads_strictly_and_reproduces_outputs(tmp_path, fake_yacs):
     path = tmp_path / "kpr_fake.pth.tar"
     source = _save_upstream_checkpoint(path, fake_yacs, _arch(), _upstream_config())
@@ -170,6 +172,7 @@ def test_fake_official_checkpoint_loads_strictly_and_reproduces_outputs(tmp_path
     assert emb.shape == (3, 9, 32) and emb.dtype == np.float32 and vis.shape == (3, 9) and np.isfinite(emb).all()
 
 
+@pytest.mark.slow
 def test_checkpoint_with_other_parts_is_a_clear_conflict(tmp_path, fake_yacs):
     path = tmp_path / "kpr_five.pth.tar"
     _save_upstream_checkpoint(path, fake_yacs, _arch(parts_num=5, prompt_parts_num=6),
@@ -193,6 +196,7 @@ def test_checkpoint_with_other_backbone_is_rejected(tmp_path, fake_yacs):
         KPRReID(weights=str(path), **SMALL)
 
 
+@pytest.mark.slow
 def test_checkpoint_missing_a_key_fails_strict_loading(tmp_path, fake_yacs):
     path = tmp_path / "kpr_broken.pth.tar"
     _save_upstream_checkpoint(path, fake_yacs, _arch(), _upstream_config())
@@ -239,6 +243,7 @@ def _frame_with_people():
     return Frame("seq", 0, image), Detections(boxes, np.ones(4), keypoints=kps)
 
 
+@pytest.mark.slow
 def test_embed_fills_the_tracker_contract(random_reid):
     frame, dets = _frame_with_people()
     out = random_reid.embed(frame, dets)
@@ -252,6 +257,7 @@ def test_embed_fills_the_tracker_contract(random_reid):
     np.testing.assert_allclose(one[2], out.embeddings[2], atol=1e-4)  # no negatives involved for person 2
 
 
+@pytest.mark.slow
 def test_prompts_matter_and_can_be_switched_off(random_reid):
     frame, dets = _frame_with_people()
     with_prompt = random_reid.embed(frame, dets.subset([0, 1])).embeddings
@@ -265,6 +271,7 @@ def test_prompts_matter_and_can_be_switched_off(random_reid):
     np.testing.assert_allclose(p2, p2_none, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_embed_crops_validates_input(random_reid):
     with pytest.raises(InputError, match="crop 1: expected a non-empty HxWx3 image"):
         random_reid.embed_crops([np.zeros((10, 10, 3), np.uint8), np.zeros((0, 5, 3), np.uint8)])
@@ -305,6 +312,7 @@ def test_cpu_malloc_setting_is_checked():
         KPRReID(weights=None, cpu_malloc="jemalloc")
 
 
+@pytest.mark.slow
 def test_checkpoint_test_options_are_used_unless_set_and_then_compared(tmp_path, fake_yacs):
     """test_embeddings and testing_binary_visibility_score stored in the checkpoint drive inference as upstream."""
     config = _upstream_config()
@@ -323,7 +331,7 @@ def test_checkpoint_test_options_are_used_unless_set_and_then_compared(tmp_path,
         KPRReID(weights=None, test_embeddings=["conct"], **SMALL)
 
 
-@pytest.mark.parametrize("scale, ok", [(-1, True), (4, True), (8, False)])
+@pytest.mark.parametrize("scale, ok", [(-1, True), pytest.param(4, True, marks=pytest.mark.slow), (8, False)])
 def test_msf_spatial_scale(tmp_path, fake_yacs, scale, ok):
     config = _upstream_config()
     config["model"]["kpr"]["msf_spatial_scale"] = scale
@@ -339,6 +347,7 @@ def test_msf_spatial_scale(tmp_path, fake_yacs, scale, ok):
 SOL_MICRO = "solider_swin_base_patch4_window7_224"
 
 
+@pytest.mark.slow
 def test_kpr_sol_checkpoint_loads_strictly_with_its_semantic_weight(tmp_path, fake_yacs, monkeypatch):
     from kprtrack.reid.kpr import solider
 

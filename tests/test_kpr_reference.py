@@ -47,7 +47,8 @@ def _stage(tool, name, monkeypatch) -> KPRReID:
     return reid
 
 
-@pytest.mark.parametrize("name", ["kpr_in", "kpr_sol", "kpr_sol_five_v"])
+@pytest.mark.parametrize("name", ["kpr_in", pytest.param("kpr_sol", marks=pytest.mark.slow),
+                                  pytest.param("kpr_sol_five_v", marks=pytest.mark.slow)])
 def test_matches_official_kpr(name, tool, monkeypatch, one_torch_thread):
     ref = np.load(FIXTURES / f"{name}.npz")
     reid = _stage(tool, name, monkeypatch)

@@ -110,6 +110,7 @@ def test_legacy_format_files_load_too(tmp_path):
 
 
 @pytest.mark.parametrize("name, preset", [("torchreid_kpr.pth.tar", "kpr"), ("torchreid_kpr_sol.pth.tar", "kpr_sol")])
+@pytest.mark.slow
 def test_reid_presets_agree_with_upstream_test_configs(name, preset):
     """reid=kpr / reid=kpr_sol ask for what the KPR repository's occ-PoseTrack test configs (IN /
     SOLIDER) hold: no conflict to report (dim and parts come from tensor shapes, not these files)."""

@@ -29,6 +29,7 @@ def _randomised(state):
             for k, v in state.items()}
 
 
+@pytest.mark.slow
 def test_hrnet_shapes_and_param_counts():
     net = PoseHighResolutionNet("w32").eval()
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(28.5e6, rel=0.01)
@@ -41,6 +42,7 @@ def test_hrnet_shapes_and_param_counts():
         PoseHighResolutionNet("w40")
 
 
+@pytest.mark.slow
 def test_batched_equals_one_at_a_time():
     torch.manual_seed(0)
     est = HRNetPose(weights=None, flip_test=False, batch_size=3, input_size=[128, 96])
@@ -56,6 +58,7 @@ def test_batched_equals_one_at_a_time():
     assert (inside[..., 0] > -60).all() and (inside[..., 0] < 380).all()  # within padded boxes
 
 
+@pytest.mark.slow
 def test_flip_test_is_mirror_symmetric():
     torch.manual_seed(0)
     est = HRNetPose(weights=None, flip_test=True, shift_heatmap=False, layout="coco", input_size=[64, 64])
@@ -92,6 +95,7 @@ def _check_loaded(est, reference):
     assert not differing, differing[:5]
 
 
+@pytest.mark.slow
 def test_mmpose1_checkpoint_with_numpy_meta(tmp_path, w32_state):
     state = _randomised(w32_state)
     upstream = {("head." if k.startswith("final_layer") else "backbone.") + k: v for k, v in state.items()}
@@ -106,6 +110,7 @@ def test_mmpose1_checkpoint_with_numpy_meta(tmp_path, w32_state):
     _check_loaded(est, state)
 
 
+@pytest.mark.slow
 def test_mmpose0_checkpoint(tmp_path, w32_state):
     state = _randomised(w32_state)
     upstream = {("keypoint_head." if k.startswith("final_layer") else "backbone.") + k: v
@@ -116,6 +121,7 @@ def test_mmpose0_checkpoint(tmp_path, w32_state):
     _check_loaded(est, {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")})
 
 
+@pytest.mark.slow
 def test_original_release_checkpoint_with_dataparallel_prefix(tmp_path, w32_state):
     state = _randomised(w32_state)
     path = _save(tmp_path, "pose_hrnet_w32_256x192.pth", {"module." + k: v for k, v in state.items()})
@@ -124,6 +130,7 @@ def test_original_release_checkpoint_with_dataparallel_prefix(tmp_path, w32_stat
     _check_loaded(est, state)
 
 
+@pytest.mark.slow
 def test_key_report_and_strictness(tmp_path, w32_state):
     state = dict(_randomised(w32_state))
     del state["stage4.0.branches.0.0.conv1.weight"]
@@ -152,6 +159,7 @@ def test_wrong_arch_unknown_format_and_missing_file(tmp_path, w32_state):
         HRNetPose(weights=str(junk))
 
 
+@pytest.mark.slow
 def test_url_download_into_cache_and_sha_prefix(tmp_path, w32_state, monkeypatch):
     path = _save(tmp_path, "remote.pth", dict(w32_state))
     est = HRNetPose(weights=path.as_uri(), flip_test=False)
@@ -182,6 +190,7 @@ def _mmpose0(state):
             for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
+@pytest.mark.slow
 def test_mmpose0_posetrack_file_is_read_as_posetrack_from_its_config(tmp_path, w32_state):
     """A PoseTrack-trained mmpose 0.x file under any name: its stored config names the data set and size."""
     config = ("dataset_type = 'TopDownPoseTrack18Dataset'\n"
@@ -193,6 +202,7 @@ def test_mmpose0_posetrack_file_is_read_as_posetrack_from_its_config(tmp_path, w
     assert est.layout == "posetrack" and est.input_size == (384, 288) and est.report.format == "mmpose0"
 
 
+@pytest.mark.slow
 def test_mmpose0_file_that_says_nothing_is_refused_naming_the_option(tmp_path, w32_state):
     path = _save(tmp_path, "renamed.pth", {"meta": {"epoch": 20}, "state_dict": _mmpose0(w32_state)})
     with pytest.raises(InputError, match="set pose.layout=posetrack .* or pose.layout=coco"):
@@ -200,6 +210,7 @@ def test_mmpose0_file_that_says_nothing_is_refused_naming_the_option(tmp_path, w
     assert HRNetPose(weights=str(path), layout="posetrack", flip_test=False).layout == "posetrack"
 
 
+@pytest.mark.slow
 def test_official_file_names_give_layout_and_input_size(tmp_path, w32_state, caplog):
     named = _save(tmp_path, "hrnet_w32_posetrack18_384x288-806f00a3_20211130.pth",
                   {"meta": {"epoch": 20}, "state_dict": _mmpose0(w32_state)})

@@ -25,6 +25,7 @@ from kprtrack.record import Frame
 from tool_modules import REFERENCE_FIXTURES as FIXTURES
 from tool_modules import reference_tool
 
+pytestmark = pytest.mark.slow  # model reference tests
 
 
 @pytest.fixture(scope="module")

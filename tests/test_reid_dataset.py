@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from kprtrack.cli import main as cli_main
 from kprtrack.reid import dataset as occ
@@ -180,6 +181,7 @@ def test_builder_on_posetrack_layout(tmp_path, capsys):
     assert len(rows) == 8 and set(occ.CSV_COLUMNS) <= set(rows[0])
 
 
+@pytest.mark.slow
 def test_builder_is_reproducible_and_keypoints_match_source(tmp_path):
     out = build_fixture_dataset(tmp_path)
     again = tmp_path / "again"
@@ -256,6 +258,7 @@ def test_real_posetrack18_frames(shared, tmp_path, capsys):
 
 # ------------------------------------------------------------------ the synthetic demo set (the check)
 
+@pytest.mark.slow
 def test_demo_flag_builds_from_the_generated_demo(tmp_path, capsys):
     out = tmp_path / "occ_demo"
     assert cli_main(["reid-dataset", "demo=true", f"output_dir={out}"]) == 0

@@ -95,6 +95,7 @@ def test_prompted_backend_runs_both_modes_and_gets_empty_prompts_when_off(occ_di
     assert "| with prompt |" in md and "| w/o prompt |" in md and "R-1 with prompt" in md
 
 
+@pytest.mark.slow
 def test_bad_inputs_exit_2(occ_dir, tmp_path, capsys):
     assert cli_main(["reid-eval", f"dataset_dir={tmp_path / 'missing'}"]) == 2
     assert "query.json" in capsys.readouterr().err
@@ -109,6 +110,7 @@ def test_bad_inputs_exit_2(occ_dir, tmp_path, capsys):
     assert "lacks identity" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_dataset_end_to_end(tmp_path, capsys):
     """The issue's check: reid-dataset + reid-eval on the demo data give the table and the MPOL plot."""
     from kprtrack.data.demo import ensure_demo

@@ -28,6 +28,7 @@ def counting(monkeypatch, cls, method):
     return calls
 
 
+@pytest.mark.slow
 def test_tracker_change_reuses_cached_model_outputs(tmp_path, monkeypatch):
     base = ["run.progress=false", "run.evaluate=false", "output.render=false", f"run.cache_dir={tmp_path / 'cache'}"]
     detect = counting(monkeypatch, GroundTruthDetector, "detect")
@@ -59,6 +60,7 @@ def outputs(run_dir: Path) -> dict:
             for p in sorted((run_dir / sub).glob("*"))}
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     common = ["run.progress=false", "run.evaluate=false", "output.render=false", "run.cache=false", *KILLER]
     killed = tmp_path / "killed"
@@ -81,6 +83,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     assert states[0] == states[1] and len(states[0]["per_sequence"]) == 3
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config(tmp_path):
     common = ["run.progress=false", "run.evaluate=false", "output.render=false", f"output.dir={tmp_path}"]
     assert main(common) == 0

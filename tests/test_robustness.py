@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import REPO, shared_file
 
+pytestmark = pytest.mark.slow  # real CLI runs with real models in subprocesses
+
 # The child reports its own peak memory so the huge-resolution test can bound it.
 CHILD = ("import resource, sys\n"
          "from kprtrack.cli import main\n"

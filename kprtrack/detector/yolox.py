@@ -58,9 +58,10 @@ def build_model(weights: str | os.PathLike | None, model_size: str | None, num_c
 
 
 class YOLOXDetector(YoloxBackendBase):
-    """Person boxes from YOLOX (PyTorch). Keeps boxes down to ``score_thresh`` (default 0.1)."""
+    """Person boxes from YOLOX (PyTorch). Keeps boxes down to ``score_thresh`` (default 0.1). The
+    default weights are configs/detector/yolox.yaml's: YOLOX-x (COCO), the paper's detector."""
 
-    def __init__(self, weights: str | None = "yolox_s", model_size: str | None = None,
+    def __init__(self, weights: str | None = "yolox_x", model_size: str | None = None,
                  num_classes: int | None = None, input_size: Sequence[int] | int | None = None,
                  preprocess: str | None = None, person_class: int = 0, score_thresh: float = 0.1,
                  nms_thresh: float | None = None, max_detections: int = 300, device: str = "cpu",
