@@ -81,6 +81,7 @@ def test_help_through_the_real_entry_point():
         assert "LexerNoViableAltException" not in result.stderr
 
 
+@pytest.mark.slow
 def test_demo_run_without_arguments(tmp_path):
     result = run_cli(cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -94,6 +95,7 @@ def test_demo_run_without_arguments(tmp_path):
     assert (out / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_posetrack18_with_oracle_stages(shared, tmp_path):
     args = ["dataset=posetrack21", f"dataset.root={shared / 'data/posetrack18'}", "dataset.annotations_dir=annotations",
             "detector=groundtruth", "pose=groundtruth", "reid=part_colors", "run.progress=false"]
@@ -116,6 +118,7 @@ def test_posetrack18_with_oracle_stages(shared, tmp_path):
     assert "enabled: true" in (tmp_path / "filtered/config.yaml").read_text().split("filters:")[1]
 
 
+@pytest.mark.slow
 def test_posetrack_defaults_to_the_paper_models_and_says_how_to_get_weights(shared, tmp_path):
     result = run_cli("dataset=posetrack21", f"dataset.root={shared / 'data/posetrack18'}",
                      "dataset.annotations_dir=annotations", "detector=groundtruth", "pose=groundtruth",
@@ -125,6 +128,7 @@ def test_posetrack_defaults_to_the_paper_models_and_says_how_to_get_weights(shar
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_data_root_exit_2(tmp_path):
     result = run_cli("dataset=posetrack21", f"dataset.root={tmp_path / 'nope'}", f"output.dir={tmp_path / 'o'}")
     assert result.returncode == 2
@@ -132,6 +136,7 @@ def test_missing_data_root_exit_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_truncated_json_keeps_finished_sequences(shared, tmp_path):
     root = tmp_path / "pt"
     (root / "annotations/val").mkdir(parents=True)
@@ -149,6 +154,7 @@ def test_truncated_json_keeps_finished_sequences(shared, tmp_path):
         "003418_mpii_test", "009473_mpii_test"]
 
 
+@pytest.mark.slow
 def test_video_with_oracle_detector_is_a_clear_error(tmp_path):
     import cv2
     import numpy as np
@@ -165,6 +171,7 @@ def test_video_with_oracle_detector_is_a_clear_error(tmp_path):
     assert "pose (GroundTruthPose) needs ground truth" in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_stage_value_is_one_line(tmp_path):
     result = run_cli("tracker.ema_alpha=2", "run.progress=false", f"output.dir={tmp_path / 'o'}")
     assert result.returncode == 2
@@ -172,6 +179,7 @@ def test_bad_stage_value_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_every_missing_weights_file_is_named_in_one_go(tmp_path):
     """A first run on a new machine: the detector's and the pose model's files are not there and KPR's
     is not in the cache. One run names all three (not one per attempt) and writes nothing."""
@@ -193,6 +201,7 @@ def test_every_missing_weights_file_is_named_in_one_go(tmp_path):
     assert not list((tmp_path / "o").rglob("*.json")) and not list((tmp_path / "o").rglob("*.mp4"))
 
 
+@pytest.mark.slow
 def test_official_kit_reads_a_run_folder_as_the_readme_says(tmp_path):
     """README "Outputs": the kit's own script, pointed at <run>/posetrack21/sequences, gives the run's numbers."""
     from tests.kit.oracle import kit_python, kit_root

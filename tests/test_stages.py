@@ -199,6 +199,7 @@ class BoxesOnlyReID:
         return detections
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_tracker_without_embeddings_before_reading_a_frame(tmp_path):
     env_path = f"{REPO / 'tests'}"
     result = subprocess.run(
