@@ -21,12 +21,14 @@ from kprtrack.output_filters import FilterConfig, SequenceFilter, describe, summ
 from kprtrack.first_run import announce
 from kprtrack.record import Detections, Frame
 from kprtrack.run_summary import instrument, summary
+from kprtrack.shards import KEYS as SHARD_KEYS, Shard, from_config as shard_from_config
 from kprtrack.stages import (Dataset, Detector, PoseEstimator, ReID, Source, Tracker, Writer, check_composition,
                              missing_members, needs_images)
 from kprtrack.writers import POSETRACK_SUBDIR, PoseTrackWriter
 
 # Keys of a stage's config that describe it rather than being constructor arguments.
 DESCRIPTIVE_KEYS = ("name",)
+# Nor are the data set's dataset.shard / dataset.num_shards: the pipeline applies them (kprtrack/shards.py).
 
 
 @dataclass
@@ -47,7 +49,7 @@ def build_stage(node, **kwargs):
 
     # Resolve while the node still knows its parents (interpolations like ${output.render}).
     config = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-    for key in DESCRIPTIVE_KEYS:
+    for key in (*DESCRIPTIVE_KEYS, *SHARD_KEYS):
         config.pop(key, None)
     return instantiate(config, **kwargs)
 
@@ -345,19 +347,38 @@ def posetrack_dir(cfg, run_dir: Path) -> Path | None:
 NON_RESULT_KEYS = ("resume", "progress")
 
 
+def _hash(container: dict) -> str:
+    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()
+
+
 class RunState:
     """``state.json`` in the run folder: the config's hash and the sequences finished so far.
     Updated atomically after each sequence; ``run.resume=true`` skips finished sequences only when
-    the config is the same (TrackLab's append-only state file reused stale results)."""
+    the config is the same (TrackLab's append-only state file reused stale results).
 
-    def __init__(self, run_dir: Path, cfg, resume: bool):
+    A shard's run (``dataset.shard``, kprtrack/shards.py) also records ``shard``: its index and the
+    number of shards, the hash of the config without the shard keys (equal for every shard of one
+    sharded run, and equal to the unsharded run's ``config_hash``), the sequence names of the whole
+    data set in order (once the run has gone through it) and the ground-truth folder: what
+    ``python -m kprtrack merge`` checks and evaluates the union with, without the data set."""
+
+    def __init__(self, run_dir: Path, cfg, resume: bool, shard: Shard | None = None):
         from omegaconf import OmegaConf
 
         container = OmegaConf.to_container(cfg, resolve=True)
         for key in NON_RESULT_KEYS:
             container["run"].pop(key, None)
         container["output"].pop("dir", None)
-        self.config_hash = hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()
+        dataset = container.get("dataset") if isinstance(container.get("dataset"), dict) else {}
+        sharding = {key: dataset.pop(key) for key in SHARD_KEYS if key in dataset}
+        # Without the shard keys: the hash of a run made before they existed, and of the unsharded run.
+        self.unsharded_hash = _hash(container)
+        if shard is not None:
+            dataset.update(sharding)
+        self.config_hash = _hash(container) if shard is not None else self.unsharded_hash
+        self.shard = shard
+        self.sequences: list[str] | None = None  # a shard's: every sequence of the data set, once listed
+        self.ground_truth: str | None = None  # a shard's: the data set's ground-truth folder
         self.path = run_dir / "state.json"
         self.finished: dict[str, list[str]] = {}
         self.filter_cfg = filter_config(cfg)
@@ -389,8 +410,20 @@ class RunState:
     def save(self) -> None:
         """Written at the start of a run too: a new (not resumed) run in a used folder starts from
         an empty state at once, so a resume never takes an earlier run's files for its own."""
-        write_json(self.path, {"config_hash": self.config_hash, "finished": self.finished, "failed": self.failed,
-                               "output_filters": self.filter_summary(self.finished)}, indent=1)
+        state = {"config_hash": self.config_hash, "finished": self.finished, "failed": self.failed,
+                 "output_filters": self.filter_summary(self.finished)}
+        if self.shard is not None:
+            state["shard"] = {"index": self.shard.index, "count": self.shard.count,
+                              "unsharded_config_hash": self.unsharded_hash, "sequences": self.sequences,
+                              "ground_truth": self.ground_truth}
+        write_json(self.path, state, indent=1)
+
+    def listed(self, sequences: list[str], dataset) -> None:
+        """A shard's run went through the whole data set: record every sequence name and the ground truth."""
+        self.sequences = list(sequences)
+        gt_dir = getattr(dataset, "gt_dir", None) if getattr(dataset, "has_ground_truth", False) else None
+        self.ground_truth = str(Path(gt_dir).expanduser().resolve()) if gt_dir else None
+        self.save()
 
     def filter_summary(self, names) -> dict:
         """The output filters' settings and counts over ``names`` (sequences finished now or earlier)."""
@@ -410,17 +443,29 @@ def check_run_options(cfg) -> None:
         raise InputError(f"run.on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
 
 
-def _sources(dataset) -> Iterator[tuple[str, object]]:
+def _sources(dataset, shard: Shard | None = None, listing: list[str] | None = None) -> Iterator[tuple[str, object]]:
     """(name, source or the InputError that opening it raised). Data sets that list their files
     (``files``: one sequence each, in order; video folders, PoseTrack annotation folders) go on past
-    a file that cannot be opened, so ``run.on_error=skip`` reaches the sequences after it."""
+    a file that cannot be opened, so ``run.on_error=skip`` reaches the sequences after it.
+
+    With a ``shard`` only its sequences (kprtrack/shards.py): a data set with ``files`` gets a copy
+    holding only the shard's files, so the other shards' files are never opened; the sequences of
+    one without are dropped as they come. ``listing`` receives the name of every sequence of the
+    whole data set, in order: complete when the iteration has ended."""
     import copy
 
     files = dataset.files
     if not isinstance(files, list):
-        for source in dataset.sequences():
-            yield source.name, source
+        for position, source in enumerate(dataset.sequences()):
+            if listing is not None:
+                listing.append(source.name)
+            if shard is None or shard.owns(position):
+                yield source.name, source
         return
+    if listing is not None:
+        listing.extend(Path(f).stem for f in files)
+    if shard is not None:
+        files = shard.select(files)
     start = 0
     while start < len(files):
         rest = copy.copy(dataset)
@@ -444,7 +489,8 @@ def _failure(error: BaseException) -> str:
 def run(cfg, run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
-    state = RunState(run_dir, cfg, bool(cfg.run.resume))
+    shard = shard_from_config(cfg.dataset)  # dataset.shard / num_shards checked before anything is written
+    state = RunState(run_dir, cfg, bool(cfg.run.resume), shard)
     dataset = build_stage(cfg.dataset)
     stages = build_stages(cfg, run_dir)
     check_stages(dataset, stages, list(cfg.output.writers))
@@ -453,8 +499,8 @@ def run(cfg, run_dir: Path) -> dict:
     state.save()
     cache = StageCache(cfg.run.cache_dir, enabled=bool(cfg.run.cache))
     skip = cfg.run.get("on_error", "stop") == "skip"
-    names, written = [], []
-    for name, source in _sources(dataset):
+    names, written, listing = [], [], []
+    for name, source in _sources(dataset, shard, listing):
         names.append(name)
         if name in state.finished:
             print(f"  {name}: finished earlier, kept", file=sys.stderr)
@@ -474,13 +520,18 @@ def run(cfg, run_dir: Path) -> dict:
         state.done(name, files, run_dir, filter_stats)
         written += files
         print(f"  {name}: {len(source)} frames", file=sys.stderr)
-    if not names:
+    if shard is not None:
+        state.listed(listing, dataset)
+    if not listing:
         raise InputError("the data set has no sequences", dataset.path)
+    if not names:  # more shards than sequences: an empty shard is a finished one (merge takes it)
+        print(f"kprtrack run: {shard}: no sequences in this shard (the data set has {len(listing)}); "
+              "nothing to track", file=sys.stderr)
     done = [n for n in names if n in state.finished]
     metrics = evaluate(cfg, dataset, run_dir, done) if done else None
     return {"sequences": names, "files": written, "metrics": metrics,
             "output_filters": state.filter_summary(names),
-            "failed": {n: state.failed[n] for n in names if n in state.failed}, "clock": clock}
+            "failed": {n: state.failed[n] for n in names if n in state.failed}, "clock": clock if names else None}
 
 
 def headline(metrics: dict) -> str:
