@@ -189,7 +189,8 @@ def _config_difference(runs: list[ShardRun]) -> str:
             shown = json.dumps(values[key], default=str) if key in values else "(absent)"
             by_value.setdefault(shown, []).append(folder)
         if len(by_value) > 1:
-            parts.append(f"{key} is " + "; ".join(f"{value} in {_names(folders)}" for value, folders in by_value.items()))
+            parts.append(f"{key} is " + "; ".join(f"{value} in {_names(folders)}"
+                                                  for value, folders in by_value.items()))
     return "; ".join(parts[:SHOWN]) + (f" (and {len(parts) - SHOWN} more keys)" if len(parts) > SHOWN else "")
 
 
@@ -364,8 +365,10 @@ def merge(runs: list[ShardRun], out: Path, options: dict) -> dict:
     cfg.dataset.num_shards = None
     cfg.output.dir = str(out)
     cfg.run.progress = bool(options["run.progress"])
-    if options["run.evaluate"] is not None:
-        cfg.run.evaluate = options["run.evaluate"]
+    # run.evaluate=true|false on merge's command line decides for this evaluation only: config.yaml
+    # stays the shards' (its hash is state.json's).
+    evaluate_now = options["run.evaluate"]
+    eval_cfg = cfg if evaluate_now is None else OmegaConf.merge(cfg, {"run": {"evaluate": evaluate_now}})
 
     # What comes from where, in the data set's order.
     finished, per_sequence, plan = {}, {}, []
@@ -400,7 +403,7 @@ def merge(runs: list[ShardRun], out: Path, options: dict) -> dict:
                                  "output_filters": filters}, indent=1)
         dataset = SimpleNamespace(has_ground_truth=first.ground_truth is not None,
                                   gt_dir=Path(first.ground_truth) if first.ground_truth else None, path=None)
-        metrics = evaluate(cfg, dataset, out, full)
+        metrics = evaluate(eval_cfg, dataset, out, full)
         record.update(merged=True, linked=linked, copied=len(plan) - linked, evaluated=metrics is not None)
         write_json(out / MERGE, record, indent=1)
     except OSError as err:

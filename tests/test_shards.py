@@ -253,6 +253,15 @@ def test_merge_refuses_a_missing_or_duplicated_shard_or_another_config(demo, tmp
         merge_module.main([str(runs[0]), str(runs[1]), str(three), f"output.dir={out}"])
     assert not out.exists()  # nothing written on a refusal
 
+    from kprtrack.pipeline import RunLock
+
+    lock = RunLock(runs[1])  # a run in progress in shard 1's folder
+    try:
+        with pytest.raises(InputError, match=rf"shard 1 \({runs[1]}\): still running \(pid {os.getpid()}\)"):
+            merge_module.main([str(runs[0]), str(runs[1]), f"output.dir={out}"])
+    finally:
+        lock.release()
+
     failed = tmp_path / "failed_shard1"
     shutil.copytree(runs[1], failed)
     state = json.loads((failed / "state.json").read_text())
@@ -316,6 +325,7 @@ def test_more_shards_than_sequences_and_evaluation_left_to_the_merge(demo, tmp_p
     assert not (out / "eval").exists()  # the shards' run.evaluate=false
     assert merge_module.main([*map(str, shards), f"output.dir={out}", "force=true", "run.evaluate=true"]) == 0
     assert metrics(out) == metrics(runs["full"])
+    assert "evaluate: false" in (out / "config.yaml").read_text()  # the shards' config, whose hash state.json has
 
 
 def test_merge_arguments_are_checked(tmp_path):
