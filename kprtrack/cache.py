@@ -358,12 +358,70 @@ class StageCache:
             if len(parts) >= 6 and parts[-4] == host and parts[-3].isdigit() and not _alive(int(parts[-3])):
                 path.unlink(missing_ok=True)
 
+    def lock(self, key: str, what: str = "") -> "KeyLock | None":
+        """``KeyLock`` on ``key`` in this cache (None when the cache is off or its folder cannot be written)."""
+        if not (self.enabled and self.writable):
+            return None
+        return KeyLock.acquire(self.root / "locks" / f"{key}.lock", what)
+
     def save(self, name: str, key: str, frames: list[Detections]) -> None:
         """Write a whole entry at once (tests, tools)."""
         writer = self.writer(name, key)
         if writer is not None:
             writer.add(frames)
             writer.commit()
+
+
+class KeyLock:
+    """An exclusive ``flock`` on one lock file of the cache (``<cache>/locks/<key>.lock``): held by the
+    process computing the entries under that key, so that concurrent runs sharing the cache (the jobs
+    of a sweep) compute each stage output once. A run that finds the lock taken waits, then finds the
+    entries. The kernel drops the lock when its process dies (even by SIGKILL); the holder removes the
+    file when it releases it, and a waiter that locked a removed file locks the new one."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    @classmethod
+    def acquire(cls, path: Path, what: str = "") -> "KeyLock | None":
+        """Blocks while another process holds it (one line on stderr says so); None when the lock file
+        cannot be created (a read-only cache: nothing will be written to it either)."""
+        import fcntl
+
+        waited = False
+        while True:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            except OSError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not waited:
+                    print(f"kprtrack run: {what + ': ' if what else ''}waiting for another run computing the same "
+                          f"stage outputs (cache lock {path})", file=sys.stderr, flush=True)
+                    waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                os.close(fd)
+                return None
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return cls(path, fd)
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the holder removed this file as it released it: lock the current one
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still held: a waiter then locks a new file
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
 
 
 class CacheWriter:

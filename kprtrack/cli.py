@@ -31,9 +31,32 @@ def usage() -> str:
     lines = ["usage: python -m kprtrack <command> [key=value ...]", "", "commands:"]
     lines += [f"  {name:<13} {summary}" for name, (_, summary) in COMMANDS.items()]
     lines += ["", "Hydra overrides follow the command, e.g. `run dataset=video dataset.path=clip.mp4`.",
-              "`--cfg` after the command prints the composed configuration and exits;",
-              "`python -m kprtrack <command> --help` lists its config groups and options."]
+              "`--cfg` after the command prints the composed configuration and exits; `-m` sweeps",
+              "(`run -m tracker.match_thresh=0.3,0.5`, docs/sweeps.md);",
+              "`python -m kprtrack <command> --help` lists its config groups, options and Hydra's flags."]
     return "\n".join(lines)
+
+
+def hydra_usage(command: str) -> list[str]:
+    """The Hydra flags of a command that composes a config (kprtrack/hydra_app.py; docs/sweeps.md)."""
+    me = f"python -m kprtrack {command}"
+    lines = ["", "Hydra (docs/sweeps.md):",
+             f"  {me} [overrides] --cfg job|hydra|all [--resolve]   the composed configuration (--cfg = --cfg job)",
+             f"  {me} [overrides] --info [config|defaults|plugins|searchpath]   how it was composed",
+             f"  {me} -m key=a,b key2='range(1,4)' [hydra/launcher=joblib hydra.launcher.n_jobs=2]",
+             "      a sweep: one job per combination; launchers: basic (default), joblib, submitit_local,",
+             "      submitit_slurm, ray (optional plugins: pip install 'kprtrack[sweep]' or '[ray]')"]
+    if command == "run":
+        lines += ["      each job is one run folder, <hydra.sweep.dir>/<job>; sweep.md / sweep.csv in the sweep",
+                  "      folder: overrides -> pose HOTA, DetA, AssA, box HOTA, IDF1, MOTA, time (exit 2 if a job failed)",
+                  f"  {me} -m hydra/sweeper=tracker [hydra.sweeper.n_trials=20]   tune the tracker with Optuna",
+                  "      (configs/hydra/sweeper/tracker.yaml), maximising run.objective (pose HOTA)",
+                  "  hydra.run.dir=<folder>   the run folder (default outputs/<date>/<time>_<dataset>; output.dir wins)",
+                  "  hydra.sweep.dir=<folder> hydra.sweep.subdir=<name>   a sweep's folder and its jobs' folders"]
+    else:
+        lines += ["      each job is the command with that job's overrides; hydra.sweep.dir=<folder>"]
+    lines += [f"  {me} --hydra-help   Hydra's own help;  kprtrack {command} -sc install=bash   shell completion"]
+    return lines
 
 
 def _load(spec: str):
@@ -99,9 +122,33 @@ def command_usage(command: str) -> str:
         other = [c for c, config in COMMAND_OPTIONS.items() if config == name]
         lines += ["", f"{key}.<key>: the settings of {config_dir() / name}.yaml"
                   + (f" (see `python -m kprtrack {other[0]} --help`)" if other else "")]
+    lines += hydra_usage(command)
     lines += ["", f"`python -m kprtrack {command} [overrides] --cfg` prints the whole composed configuration"
                   + (" (every group's keys)." if groups else ".")]
     return "\n".join(lines)
+
+
+def shell_completion(argv: list[str]) -> int:
+    """``kprtrack -sc query=bash`` (Hydra's bash completion calls the program without the command):
+    command names at the first word, else the command's own Hydra completion."""
+    import os
+
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    first_word = len(words) == 1 and line.endswith(" ") or len(words) == 2 and not line.endswith(" ")
+    if any(a.startswith("query=") for a in argv) and first_word:
+        typed = words[1] if len(words) == 2 else ""
+        print(" ".join(c for c in COMMANDS if c.startswith(typed)))
+        return 0
+    command = "run"
+    if len(words) > 1 and words[1] in COMMANDS:
+        command = words[1]
+        os.environ["COMP_LINE"] = line.replace(f" {command}", "", 1)  # what Hydra completes: the overrides
+    if ":" in COMMAND_OPTIONS[command]:
+        return 0  # a command without a config: nothing to complete
+    from kprtrack.hydra_app import CommandJob, hydra_main
+
+    return hydra_main(command, argv, CommandJob(command))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in (*HELP_FLAGS, "help"):
         print(usage())
         return 0
-    command = "run" if not argv or "=" in argv[0] else argv.pop(0)
+    if argv and argv[0] in ("-sc", "--shell-completion"):
+        return shell_completion(argv)
+    command = "run" if not argv or "=" in argv[0] or argv[0].startswith("-") else argv.pop(0)
     if command not in COMMANDS:
         print(f"kprtrack: unknown command '{command}'\n\n{usage()}", file=sys.stderr)
         return 2

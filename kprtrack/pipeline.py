@@ -5,7 +5,6 @@ import errno
 import hashlib
 import json
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,9 +12,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from kprtrack.cache import StageCache, stage_key
-from kprtrack.config import compose_command, instantiate
+from kprtrack.config import instantiate
 from kprtrack.data.auto import source_overrides
-from kprtrack.errors import InputError, OutputError, Terminated
+from kprtrack.errors import InputError, OutputError
 from kprtrack.io import remove_partials, write_json, write_text
 from kprtrack.output_filters import FilterConfig, SequenceFilter, describe, summarise
 from kprtrack.first_run import announce
@@ -72,11 +71,15 @@ def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
-def make_run_dir(cfg) -> tuple[Path, list[Path]]:
+def make_run_dir(cfg, job_dir: str | Path | None = None) -> tuple[Path, list[Path]]:
     """The run folder (created if needed) and the folders this call created, outermost first (a run
-    that fails before writing anything removes them again)."""
+    that fails before writing anything removes them again): ``output.dir`` when given, else the
+    Hydra job's folder (``hydra.run.dir``, or a sweep's ``<hydra.sweep.dir>/<job>``), else
+    ``outputs/<date>/<time>_<dataset>`` (a caller outside Hydra)."""
     if cfg.output.dir:
         run_dir = Path(cfg.output.dir).expanduser()
+    elif job_dir:
+        run_dir = Path(job_dir)
     else:
         stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
         run_dir = Path("outputs") / f"{stamp}_{cfg.dataset.get('name', 'run')}"
@@ -191,6 +194,10 @@ class SequenceCache:
         for name in MODEL_STAGES:
             config = OmegaConf.to_container(cfg[name], resolve=True)
             upstream = self.keys[name] = stage_key(name, config, getattr(stages, name), upstream, fingerprint or "")
+        # Runs sharing the cache (a sweep's jobs) compute a sequence's stage outputs once: the deepest
+        # key (which covers the stages before it) is locked from the look-up until the entries are
+        # published (commit) or dropped (close); a run that waited then finds them.
+        self.lock = self.cache.lock(self.keys[MODEL_STAGES[-1]], getattr(source, "name", "")) if fingerprint else None
         # The deepest cached stage makes the ones before it unnecessary: only that archive is read.
         self.start, self.hit = 0, None
         for depth in (3, 2, 1):
@@ -204,6 +211,8 @@ class SequenceCache:
             writer = self.cache.writer(name, self.keys[name])
             if writer is not None:
                 self.writers[name] = writer
+        if not self.writers:  # nothing to compute for the cache (all cached, or it cannot be written)
+            self._unlock()
 
     def record(self, name: str, outputs: list[Detections]) -> None:
         writer = self.writers.get(name)
@@ -222,6 +231,12 @@ class SequenceCache:
                 self.writers.pop(name).commit()
             except OSError as err:
                 self._drop(err)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _drop(self, err: OSError) -> None:
         self.cache.failed(err)
@@ -234,6 +249,7 @@ class SequenceCache:
 
     def close(self) -> None:
         self.abort()
+        self._unlock()
         if self.hit is not None:
             self.hit.close()
 
@@ -344,7 +360,7 @@ def posetrack_dir(cfg, run_dir: Path) -> Path | None:
 
 
 # Keys that change how a run is shown or resumed, not what it computes.
-NON_RESULT_KEYS = ("resume", "progress")
+NON_RESULT_KEYS = ("resume", "progress", "objective")
 
 
 def _hash(container: dict) -> str:
@@ -541,10 +557,6 @@ def headline(metrics: dict) -> str:
             f"IDSW {int(box['IDSW'])}")
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
-
-
 def _remove_if_untouched(run_dir: Path, created: list[Path]) -> None:
     """A run that failed before writing anything: remove the folders it created (only if empty)."""
     for folder in reversed(created):
@@ -555,32 +567,27 @@ def _remove_if_untouched(run_dir: Path, created: list[Path]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    cfg = compose_command("run", source_overrides(argv))  # source=<path>: dataset=video|images
-    if cfg is None:
-        return 0
+    """``python -m kprtrack run [flags] [overrides]``: a Hydra app (kprtrack/hydra_app.py; ``-m`` sweeps)."""
+    from kprtrack.hydra_app import hydra_main
+
+    return hydra_main("run", source_overrides(argv), run_job)  # source=<path>: dataset=video|images
+
+
+def run_job(cfg, job_dir: str | None = None):
+    """One run (Hydra's task: a single run, or one job of a sweep) in ``job_dir`` unless ``output.dir``
+    is set. Returns a ``kprtrack.sweep.JobResult`` (exit code, run folder, metrics, ``run.objective``);
+    bad input raises an InputError."""
     if cfg.run.resume and not cfg.output.dir:
         raise InputError("run.resume=true needs output.dir=<the folder of the run to resume>")
     check_run_options(cfg)
     announce(cfg)  # first-run downloads (how much, where), a heavy stack on a CPU
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
-    try:
-        return _main(cfg)
-    except Terminated:
-        print("kprtrack run: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    return _main(cfg, job_dir)
 
 
-def _main_thread() -> bool:
-    import threading
+def _main(cfg, job_dir: str | None = None):
+    from kprtrack.sweep import JobResult, headline_numbers, one_line, select_number
 
-    return threading.current_thread() is threading.main_thread()
-
-
-def _main(cfg) -> int:
-    run_dir, created = make_run_dir(cfg)
+    run_dir, created = make_run_dir(cfg, job_dir)
     lock = None
     started = time.perf_counter()
     try:
@@ -601,14 +608,19 @@ def _main(cfg) -> int:
     if result["metrics"]:
         print(headline(result["metrics"]))
     print(summary(result.get("clock"), run_dir, len(result["sequences"]), time.perf_counter() - started))
+    objective_key = str(cfg.run.get("objective") or "keypoints.combined.HOTA")
+    job = JobResult(run_dir=str(run_dir), metrics=headline_numbers(result["metrics"]), objective_key=objective_key,
+                    objective=select_number(result["metrics"], objective_key))
     if result["failed"]:
         failed = result["failed"]
         print(f"kprtrack run: {len(failed)} of {len(result['sequences'])} sequence(s) failed (recorded in "
               f"{run_dir / 'state.json'}):", file=sys.stderr)
         for name, reason in failed.items():
             print(f"  {name}: {reason}", file=sys.stderr)
-        return InputError.exit_code
-    return 0
+        job.exit_code = InputError.exit_code
+        job.error = one_line(f"{len(failed)} of {len(result['sequences'])} sequence(s) failed: "
+                             + "; ".join(f"{name}: {reason}" for name, reason in failed.items()))
+    return job
 
 
 def _io_what(error: OSError) -> str:
