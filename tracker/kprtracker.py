@@ -1,14 +1,18 @@
 """KPRTracker: the ByteTrack life-cycle with visibility-masked part features as the main cue.
 
-One ``update`` per frame, read top to bottom:
-  0. drop unusable rows (NaN), split detections into high / low confidence;
+One ``update`` per frame, read top to bottom (the steps are numbered in the code too):
+  0. drop unusable rows (NaN), split detections into high / low confidence, compute the frame's
+     one cost matrix, which every round reads;
   1. high detections vs tracked + lost tracks (a matched lost track comes back with its OLD id);
   2. low detections vs tracked tracks still unmatched (never lost ones: a weak box is not enough
-     evidence to resurrect a track); tracked tracks unmatched after this become lost;
-  3. leftover high detections vs unconfirmed tracks (born last frame); unmatched ones are removed;
+     evidence to resurrect a track);
+  3. leftover high detections vs unconfirmed tracks (born last frame): a match confirms the track
+     and gives it the next id. Then the tracks matched in rounds 1-3 take in their detections in
+     one batch, and the tracked tracks left unmatched by rounds 1-2 become lost;
   4. leftover high detections with score >= new_track_thresh start tracks, unconfirmed unless this
      is the first frame of the sequence;
-  5. lost tracks not seen for more than track_buffer frames are removed.
+  5. removal: unconfirmed tracks left unmatched by round 3, and lost tracks not seen for more than
+     track_buffer frames.
 Only confirmed tracks matched in this frame are reported; other rows get track id -1.
 
 Cost of a (track, detection) pair, in [0, 1] so the per-round thresholds keep one scale:
@@ -29,6 +33,7 @@ import numpy as np
 from kprtrack.record import Detections
 
 from . import kalman
+from .masked_ema import PartFeatures
 from .matching import assign, iou_matrix
 from .part_distance import masked_part_distance
 from .track_store import LOST, NEW, TRACKED, TrackStore
@@ -92,7 +97,7 @@ class KPRTracker:
         self.min_iou = float(min_iou)
         self.motion_gate = float(motion_gate)
         self.motion_gate_growth = float(motion_gate_growth)
-        self.tracks = TrackStore(use_kalman=bool(kalman))
+        self.tracks = TrackStore(bool(kalman), self.ema_alpha, self.visibility_threshold)  # it applies the EMA
         self.reset()
 
     def reset(self) -> None:
@@ -105,107 +110,85 @@ class KPRTracker:
     def uses_appearance(self) -> bool:
         return self.appearance_weight > 0
 
+    # What the pipeline checks before a run (kprtrack.stages.Tracker): visibility is optional.
+    provides = frozenset({"track_ids"})
+
+    @property
+    def requires(self) -> frozenset:
+        return frozenset({"boxes", "scores", "embeddings"} if self.uses_appearance else {"boxes", "scores"})
+
     # ------------------------------------------------------------------ per frame
     def update(self, detections: Detections) -> Detections:
         self.frame += 1
         tracks = self.tracks
-        track_ids = np.full(len(detections), -1, np.int64)
-        valid, feats, inv_norms, vis, sq_norms = self._usable_rows(detections)
+        # 0. Usable rows and their part features, the high / low confidence split, the costs.
+        valid, dets = self._detection_features(detections)
         scores = detections.scores
-        high = (valid & (scores >= self.det_high_thresh)).nonzero()[0]  # (the method skips numpy's wrapper)
+        high = (valid & (scores >= self.det_high_thresh)).nonzero()[0]
         low = (valid & (scores > self.det_low_thresh) & (scores < self.det_high_thresh)).nonzero()[0]
-
         tracks.predict()
-        # [tracks, detections], inf = forbidden; and the part dot products, which the EMA reuses
-        cost, dots = self._cost_matrix(detections, valid, feats, inv_norms, vis, sq_norms)
-        state = tracks.column("state").copy()  # states at the start of the frame
+        # Every round reads this one cost matrix [tracks, detections] (inf = forbidden); its part dot
+        # products come back too, for the tracks' feature update to reuse.
+        cost, dots = self._cost_matrix(detections, valid, dets)
+        state = tracks.column("state").copy()  # the states at the frame's start
         ids = tracks.column("ids")
-        # Unconfirmed tracks exist only for a frame after a birth: most frames have none, and then
-        # round 1 takes every row and round 3 has nothing to do (fewer small numpy calls).
-        n_unconfirmed = np.count_nonzero(state == NEW)
 
-        # Round 1: high-confidence detections vs tracked and lost tracks.
-        if n_unconfirmed:
-            pool = (state != NEW).nonzero()[0]
-            m1, free_pool, free_high = assign(cost[pool][:, high], self.match_thresh)
-        else:
-            pool = None  # every row
-            m1, free_pool, free_high = assign(cost[:, high], self.match_thresh)
-        matched = m1[:, 0] if pool is None else pool[m1[:, 0]]
-        rows, det_rows = [matched], [high[m1[:, 1]]]
+        # 1. High-confidence detections vs tracked and lost tracks.
+        candidates = (state != NEW).nonzero()[0]
+        m1, free_tracks, free_high = assign(cost[candidates][:, high], self.match_thresh)
 
-        # Round 2: low-confidence detections vs tracked (not lost) tracks left over.
-        waiting = free_pool if pool is None else pool[free_pool]
+        # 2. Low-confidence detections vs the tracked (not lost) tracks left over.
+        waiting = candidates[free_tracks]
         waiting = waiting[state[waiting] == TRACKED]
-        if len(waiting) and len(low):
-            m2, free_waiting, _ = assign(cost[waiting][:, low], self.second_match_thresh)
-            rows.append(waiting[m2[:, 0]])
-            det_rows.append(low[m2[:, 1]])
-            waiting = waiting[free_waiting]
+        m2, free_waiting, _ = assign(cost[waiting][:, low], self.second_match_thresh)
 
-        # Round 3: leftover high detections vs unconfirmed tracks; a match confirms the track.
-        born = high[free_high]  # leftovers, until round 3 takes some
-        doomed = []
-        if n_unconfirmed:
-            unconfirmed = (state == NEW).nonzero()[0]
-            m3, free_unconfirmed, free_leftover = assign(cost[unconfirmed][:, born], self.unconfirmed_match_thresh)
-            confirmed = unconfirmed[m3[:, 0]]
-            ids[confirmed] = np.arange(self.next_id, self.next_id + len(confirmed))
-            self.next_id += len(confirmed)
-            rows.append(confirmed)
-            det_rows.append(born[m3[:, 1]])
-            doomed.append(unconfirmed[free_unconfirmed])
-            born = born[free_leftover]
+        # 3. Leftover high-confidence detections vs unconfirmed tracks; a match confirms the track.
+        unconfirmed = (state == NEW).nonzero()[0]
+        leftover = high[free_high]
+        m3, free_unconfirmed, free_leftover = assign(cost[unconfirmed][:, leftover], self.unconfirmed_match_thresh)
+        confirmed = unconfirmed[m3[:, 0]]
+        ids[confirmed] = self._take_ids(len(confirmed))
 
-        # All rounds used the costs of the frame's start, so matched tracks take in their detections
-        # (box, Kalman, masked EMA, state TRACKED) in one batch; unmatched tracked ones become lost.
-        rows = rows[0] if len(rows) == 1 else np.concatenate(rows)
-        det_rows = det_rows[0] if len(det_rows) == 1 else np.concatenate(det_rows)
-        tracks.absorb(rows, detections.boxes[det_rows], self.frame, det_rows, feats, vis, self.ema_alpha,
-                      self.visibility_threshold, sq_norms, inv_norms, dots)
+        # The matched tracks take in their detections in one batch (box, Kalman state, masked EMA,
+        # state TRACKED): every round read the costs of the frame's start. Tracked tracks left
+        # unmatched by rounds 1-2 become lost.
+        rows = np.concatenate([candidates[m1[:, 0]], waiting[m2[:, 0]], confirmed])
+        det_rows = np.concatenate([high[m1[:, 1]], low[m2[:, 1]], leftover[m3[:, 1]]])
+        tracks.absorb(rows, det_rows, self.frame, detections.boxes, dets, dots)
+        tracks.column("state")[waiting[free_waiting]] = LOST
+        track_ids = np.full(len(detections), -1, np.int64)
         track_ids[det_rows] = ids[rows]
-        current_state = tracks.column("state")
-        current_state[waiting] = LOST
 
-        # Lost for longer than the buffer: forgotten (checked before births so rows stay valid).
-        # Usually no track at all is that old, which one reduction tells.
-        last_frame = tracks.column("last_frame")
-        if tracks.size and self.frame - last_frame.min() > self.track_buffer:
-            doomed.append(((current_state == LOST) & (self.frame - last_frame > self.track_buffer)).nonzero()[0])
-
-        # Births: confident leftovers start tracks; only tracks of the first frame count at once.
+        # 4. Births: confident leftovers start tracks, confirmed at once only in the first frame.
+        born = leftover[free_leftover]
         born = born[scores[born] >= self.new_track_thresh]
-        if len(born):
-            first_frame = self.frame == 1
-            new_ids = np.arange(self.next_id, self.next_id + len(born)) if first_frame else np.full(len(born), -1)
-            self.next_id += len(born) if first_frame else 0
-            tracks.add(
-                detections.boxes[born], self.frame, TRACKED if first_frame else NEW, new_ids,
-                None if feats is None else feats[:, born] * inv_norms[:, born, None],
-                None if vis is None else vis[:, born],
-                None if sq_norms is None else sq_norms[:, born],
-            )
-            track_ids[born] = new_ids
+        first_frame = self.frame == 1
+        new_ids = self._take_ids(len(born)) if first_frame else np.full(len(born), -1)
+        tracks.add(born, self.frame, detections.boxes, dets, TRACKED if first_frame else NEW, new_ids)
+        track_ids[born] = new_ids
 
-        if doomed:
-            tracks.remove(np.concatenate(doomed))
-        # The same record with ids: a shallow copy, as with_() gives, without re-validating every field
-        # (built by hand: copy.copy goes through __reduce_ex__, several microseconds).
-        result = object.__new__(type(detections))
-        result.__dict__.update(detections.__dict__)
-        result.track_ids = track_ids
-        return result
+        # 5. Removal: unconfirmed tracks left unmatched, and tracks lost for more than track_buffer frames.
+        expired = (tracks.column("state") == LOST) & (self.frame - tracks.column("last_frame") > self.track_buffer)
+        tracks.remove(np.concatenate([unconfirmed[free_unconfirmed], expired.nonzero()[0]]))
+        return detections.with_track_ids(track_ids)
 
     # ------------------------------------------------------------------ helpers
-    def _usable_rows(self, detections: Detections):
-        """Rows free of NaN/inf, and the detections' raw part features [P, N, D] (a part-major view),
-        their inverse norms [P, N] (0 for all-zero parts), visibility [P, N] and the unit vectors'
-        squared norms [P, N] (1, or 0 for all-zero parts)."""
+    def _take_ids(self, count: int) -> np.ndarray:
+        """The next ``count`` track ids (given at confirmation, so reported ids have no gaps)."""
+        ids = np.arange(self.next_id, self.next_id + count)
+        self.next_id += count
+        return ids
+
+    def _detection_features(self, detections: Detections) -> tuple[np.ndarray, PartFeatures | None]:
+        """Rows free of NaN/inf [N] bool, and the detections' part features, part-major (None when
+        appearance is off or the frame is empty): raw vectors (a transposed view of the embeddings)
+        with their inverse norms as ``scale`` (0 for all-zero parts), visibility in [0, 1] and the
+        unit vectors' squared norms (1, or 0 for all-zero parts). Unusable rows are all zero."""
         valid = np.isfinite(detections.boxes).all(axis=1) & np.isfinite(detections.scores)
         if not self.uses_appearance or len(detections) == 0:
             # A frame without people says nothing about the part layout (a backend may even hand over
             # [0, 1, 0]): the tracks' layout is fixed by the first frame with people.
-            return valid, None, None, None, None
+            return valid, None
         if detections.embeddings is None:
             raise ValueError(
                 "KPRTracker: detections have no embeddings but the appearance cue is on "
@@ -224,40 +207,38 @@ class KPRTracker:
         self.tracks.enable_features(*embeddings.shape[1:])
         # The features are not normalised here: one pass for the norms, and 1/norm is folded into the
         # dot products and the few vectors the tracks take in (a divide over every detection vector
-        # would cost more than the rest). The rest of the tracker reads them part-major through a
-        # transposed view (BLAS takes strided operands). NaN/inf anywhere in a row shows up in its
-        # norms; such rows are unusable and zeroed so they cannot leak NaN into the matrix products.
+        # would cost more than the rest). NaN/inf anywhere in a row shows up in its norms; such rows
+        # are unusable and zeroed so they cannot leak NaN into the matrix products.
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            norms_t = np.sqrt(_row_dots(embeddings)).T  # [P, N]
-            # One finite total says every value is finite (the usual case) in a few calls; otherwise
-            # (or if the total merely overflowed) the rows are checked one by one.
-            if not np.isfinite(norms_t.sum() + visibility.sum()):
-                valid &= np.isfinite(norms_t).all(axis=0) & np.isfinite(visibility).all(axis=1)
-            nonzero = norms_t >= 1e-12
-            inv_norms = np.divide(1.0, norms_t, out=np.zeros(norms_t.shape, np.float32), where=nonzero)
-            sq_norms = nonzero.astype(np.float32)  # |unit|^2 without another pass over the features
-        vis = np.minimum(np.maximum(visibility.T, 0.0, order="C"), 1.0)  # [P, N], part-major
+            norms = np.sqrt(_row_dots(embeddings)).T  # [P, N]
+            valid &= np.isfinite(norms).all(axis=0) & np.isfinite(visibility).all(axis=1)
+            nonzero = norms >= 1e-12
+            inv_norms = np.divide(1.0, norms, out=np.zeros(norms.shape, np.float32), where=nonzero)
+        sq_norms = nonzero.astype(np.float32)  # |unit vector|^2 without another pass over the features
+        vis = np.minimum(np.maximum(visibility.T, 0.0, order="C"), 1.0)  # [P, N]
         if not valid.all():
             embeddings = embeddings.copy()
             embeddings[~valid] = 0.0
             inv_norms[:, ~valid] = 0.0
             vis[:, ~valid] = 0.0
             sq_norms[:, ~valid] = 0.0
-        return valid, embeddings.transpose(1, 0, 2), inv_norms, vis, sq_norms
+        # Part-major through a transposed view: BLAS takes strided operands.
+        return valid, PartFeatures(embeddings.transpose(1, 0, 2), vis, sq_norms, scale=inv_norms)
 
-    def _cost_matrix(self, detections: Detections, valid, feats, inv_norms, vis, sq_norms):
+    def _cost_matrix(self, detections: Detections, valid: np.ndarray, dets: PartFeatures | None):
+        """[tracks, detections] costs (inf = forbidden), and the part dot products [P, T, N] (or None)."""
         tracks = self.tracks
         dots = None
         if tracks.size == 0 or len(detections) == 0:
             return np.zeros((tracks.size, len(detections)), np.float64), dots
         if self.uses_appearance:
             # No common visible part: appearance knows nothing, so the pair is never matched.
+            # (Unusable detections have all-zero visibility: no common part already.)
             app, has_common, dots = masked_part_distance(
-                tracks.column("feats"), tracks.column("sqrt_vis"), feats, np.sqrt(vis),
-                tracks.column("sq_norms"), sq_norms, scale_b=inv_norms, return_dots=True,
+                tracks.column("feats"), tracks.column("sqrt_vis"), dets.feats, np.sqrt(dets.vis),
+                tracks.column("sq_norms"), dets.sq_norms, scale_b=dets.scale, return_dots=True,
             )
             cost = app.astype(np.float64)
-            # Unusable detections have all-zero visibility (see _usable_rows): no common part already.
             forbidden = ~has_common
         else:
             cost = np.ones((tracks.size, len(detections)), np.float64)

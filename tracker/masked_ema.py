@@ -6,9 +6,101 @@ tracklet's feature, so occlusions do not overwrite what was learnt about a hidde
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-__all__ = ["masked_ema", "masked_ema_inplace"]
+__all__ = ["PartFeatures", "masked_ema", "masked_ema_inplace", "masked_ema_update"]
+
+
+class PartFeatures(NamedTuple):
+    """Part features of a set of people, part-major: part p of person i is at [p, i].
+
+    ``feats * scale`` are the L2-normalised part vectors (``scale`` None: ``feats`` already are).
+    The tracker's detections come raw, with ``scale`` = 1/norm: scaling the few vectors a frame
+    takes in costs far less than normalising every detection vector.
+    """
+
+    feats: np.ndarray  # [P, N, D] float32
+    vis: np.ndarray  # [P, N] visibility: float in [0, 1], or bool
+    sq_norms: np.ndarray | None = None  # [P, N] squared norms of the unit vectors: 1, or 0 for all-zero parts
+    scale: np.ndarray | None = None  # [P, N] 1/|feats|, 0 for all-zero parts; None: feats are unit vectors
+
+    def units(self, index: np.ndarray) -> np.ndarray:
+        """The unit vectors [P, M, D] of people ``index``."""
+        feats = self.feats[:, index]
+        return feats if self.scale is None else feats * self.scale[:, index, None]
+
+
+def masked_ema_update(
+    tracks: PartFeatures,
+    rows: np.ndarray,
+    dets: PartFeatures,
+    det_rows: np.ndarray,
+    alpha: float,
+    visible_threshold: float,
+    pair_dots: np.ndarray | None = None,
+) -> None:
+    """Track ``rows[i]`` takes in detection ``det_rows[i]``, in place.
+
+    ``tracks``: unit vectors (``scale`` None); their ``feats``, ``vis`` and, when given,
+    ``sq_norms`` are updated. Float visibility counts as "visible" from ``visible_threshold`` on
+    (bool: True); the new visibility is max(track vis, detection vis). Only the part vectors that
+    change are touched, which is what keeps the per-frame update cheap.
+    ``pair_dots`` [P, T, N]: tracks.feats . dets.feats (raw) from the frame's cost; with both sides'
+    squared norms it gives each blend's norm without a pass over the blended vectors.
+    """
+    rows, det_rows = np.asarray(rows), np.asarray(det_rows)
+    track_feats, track_sq = tracks.feats, tracks.sq_norms
+    track_vis, det_vis = tracks.vis[:, rows], dets.vis[:, det_rows]  # [P, M], pair by pair
+    seen_track = track_vis >= visible_threshold
+    seen_det = det_vis >= visible_threshold
+    keep = np.float32(alpha)
+    take = np.float32(1.0 - alpha)
+
+    # Seen in both: blended, then re-normalised.
+    part, pair = (seen_track & seen_det).nonzero()
+    if len(part):
+        track_at, det_at = rows[pair], det_rows[pair]
+        det_coef = take if dets.scale is None else take * dets.scale[part, det_at]
+        sq = None
+        if pair_dots is not None and track_sq is not None and dets.sq_norms is not None:
+            # |k t + c d|^2 = k^2 |t|^2 + c^2 |d|^2 + 2 k c t.d, with c^2 |d|^2 = take^2 |unit d|^2.
+            sq = keep * keep * track_sq[part, track_at] + take * take * dets.sq_norms[part, det_at]
+            sq += 2.0 * keep * det_coef * pair_dots[part, track_at, det_at]
+            if np.count_nonzero(sq < 1e-2):
+                sq = None  # near-cancelling blend: the formula loses digits, measure the vector instead
+        # Gathered copies, weighted in place (a fresh [K, D] product per frame would cost more).
+        blended, taken = track_feats[part, track_at], dets.feats[part, det_at]
+        if sq is None:
+            blended *= keep
+            taken *= np.reshape(det_coef, (-1, 1))
+            blended += taken
+            norms = np.sqrt(np.einsum("kd,kd->k", blended, blended))
+            scale = np.maximum(norms, 1e-12)
+            blended /= scale[:, None]
+        else:
+            # Both weights divided by the norm up front: one multiply per gathered vector.
+            norms = np.sqrt(sq)
+            scale = np.maximum(norms, 1e-12)
+            blended *= (keep / scale)[:, None]
+            taken *= (det_coef / scale)[:, None]
+            blended += taken
+        track_feats[part, track_at] = blended
+        if track_sq is not None:
+            track_sq[part, track_at] = np.square(norms / scale)
+
+    # Seen in the detection only: taken as is.
+    part, pair = (seen_det > seen_track).nonzero()
+    if len(part):
+        track_at, det_at = rows[pair], det_rows[pair]
+        taken = dets.feats[part, det_at]
+        if dets.scale is not None:
+            taken *= dets.scale[part, det_at][:, None]
+        track_feats[part, track_at] = taken
+        if track_sq is not None:
+            track_sq[part, track_at] = dets.sq_norms[part, det_at]
+    tracks.vis[:, rows] = np.maximum(track_vis, det_vis)
 
 
 def masked_ema_inplace(
@@ -20,66 +112,11 @@ def masked_ema_inplace(
     det_rows: np.ndarray,
     alpha: float = 0.9,
     visible_threshold: float = 0.5,
-    track_sq: np.ndarray | None = None,
-    det_sq: np.ndarray | None = None,
-    det_scale: np.ndarray | None = None,
-    pair_dots: np.ndarray | None = None,
 ) -> None:
-    """Track ``rows[i]`` takes in detection ``det_rows[i]``, in place.
-
-    Part-major arrays: ``track_feats`` [P, T, D] / ``track_vis`` [P, T], ``det_feats`` [P, N, D] /
-    ``det_vis`` [P, N]; features L2-normalised. Float visibility counts as "visible" from
-    ``visible_threshold`` on (bool: True). Only the part vectors that change are touched, which is
-    what keeps the per-frame update cheap. The new visibility is max(track_vis, det_vis).
-    ``track_sq`` [P, T] / ``det_sq`` [P, N], when given, are the squared norms of the part vectors
-    (1, or 0 for all-zero parts); ``track_sq`` is kept up to date so the part distance need not
-    recompute it from the features every frame.
-    ``det_scale`` [P, N]: ``det_feats`` are raw and det_feats * det_scale the unit vectors (only the
-    vectors taken in get scaled). ``pair_dots`` [P, T, N]: track_feats . det_feats (raw) from the
-    frame's cost; with both squared norms it gives each blend's norm without a pass over the blend.
-    """
-    rows, det_rows = np.asarray(rows), np.asarray(det_rows)
-    seen_track = track_vis[:, rows] >= visible_threshold  # [P, M]
-    seen_det = det_vis[:, det_rows] >= visible_threshold
-    part, pair = (seen_track & seen_det).nonzero()
-    keep = np.float32(alpha)
-    take = np.float32(1.0 - alpha)
-    if len(part):
-        track_at, det_at = rows[pair], det_rows[pair]
-        det_coef = take if det_scale is None else take * det_scale[part, det_at]
-        sq = None
-        if pair_dots is not None and track_sq is not None and det_sq is not None:
-            # |k t + c d|^2 = k^2 |t|^2 + c^2 |d|^2 + 2 k c t.d, with c^2 |d|^2 = take^2 |unit d|^2.
-            sq = keep * keep * track_sq[part, track_at] + take * take * det_sq[part, det_at]
-            sq += 2.0 * keep * det_coef * pair_dots[part, track_at, det_at]
-            if np.count_nonzero(sq < 1e-2):
-                sq = None  # near-cancelling blend: the formula loses digits, measure the vector instead
-        blended = track_feats[part, track_at]
-        if sq is None:
-            blended *= keep
-            blended += det_feats[part, det_at] * np.reshape(det_coef, (-1, 1))
-            norms = np.sqrt(np.einsum("kd,kd->k", blended, blended))
-            scale = np.maximum(norms, 1e-12)
-            blended /= scale[:, None]
-        else:
-            # Both weights divided by the norm up front: one multiply per gathered vector.
-            norms = np.sqrt(sq)
-            scale = np.maximum(norms, 1e-12)
-            blended *= (keep / scale)[:, None]
-            blended += det_feats[part, det_at] * (det_coef / scale)[:, None]
-        track_feats[part, track_at] = blended
-        if track_sq is not None:
-            track_sq[part, track_at] = np.square(norms / scale)
-    part, pair = (seen_det > seen_track).nonzero()  # seen in the detection only
-    if len(part):
-        track_at, det_at = rows[pair], det_rows[pair]
-        taken = det_feats[part, det_at]
-        if det_scale is not None:
-            taken *= det_scale[part, det_at][:, None]
-        track_feats[part, track_at] = taken
-        if track_sq is not None:
-            track_sq[part, track_at] = det_sq[part, det_at]
-    track_vis[:, rows] = np.maximum(track_vis[:, rows], det_vis[:, det_rows])
+    """masked_ema_update on plain part-major arrays of unit vectors: ``track_feats`` [P, T, D] /
+    ``track_vis`` [P, T] are updated in place from ``det_feats`` [P, N, D] / ``det_vis`` [P, N]."""
+    masked_ema_update(PartFeatures(track_feats, track_vis), rows, PartFeatures(det_feats, det_vis), det_rows,
+                      alpha, visible_threshold)
 
 
 def masked_ema(

@@ -11,14 +11,16 @@ from __future__ import annotations
 import numpy as np
 
 from . import kalman
-from .masked_ema import masked_ema_inplace
+from .masked_ema import PartFeatures, masked_ema_update
 
 NEW, TRACKED, LOST = 0, 1, 2  # removed tracks are simply dropped
 
 
 class TrackStore:
-    def __init__(self, use_kalman: bool) -> None:
+    def __init__(self, use_kalman: bool, ema_alpha: float = 0.9, visibility_threshold: float = 0.5) -> None:
         self.use_kalman = use_kalman
+        self.ema_alpha = ema_alpha  # how the tracks' part features take in a detection's (masked_ema.py)
+        self.visibility_threshold = visibility_threshold
         self.clear()
 
     def clear(self) -> None:
@@ -76,39 +78,43 @@ class TrackStore:
             self._columns[name] = (grown, axis)
         self.capacity = capacity
 
-    def add(self, boxes, frame: int, state: np.ndarray, ids: np.ndarray, feats=None, vis=None,
-            sq_norms=None) -> np.ndarray:
-        """Append tracks; ``feats`` [P, M, D] unit vectors, ``vis`` [P, M] (and optionally the
-        features' squared norms [P, M]) when appearance is on."""
-        count = len(boxes)
+    def features(self) -> PartFeatures:
+        """The live tracks' part features (views: updating them updates the store)."""
+        return PartFeatures(self.column("feats"), self.column("vis"), self.column("sq_norms"))
+
+    def add(self, det_rows: np.ndarray, frame: int, boxes: np.ndarray, dets: PartFeatures | None,
+            state: int, ids: np.ndarray) -> None:
+        """New tracks from detections ``det_rows`` of the frame's ``boxes`` [N, 4] and part features
+        ``dets`` (None when appearance is off), in state ``state`` with ``ids``."""
+        count = len(det_rows)
+        if count == 0:
+            return
         self._reserve(count)
         rows = np.arange(self.size, self.size + count)
         self.size += count
         self.column("ids")[rows] = ids
         self.column("state")[rows] = state
         self.column("last_frame")[rows] = frame
+        boxes = boxes[det_rows]
         self.column("boxes")[rows] = boxes
         if self.use_kalman:
             mean, cov = kalman.initiate(kalman.boxes_to_xyah(boxes))
             self.column("mean")[rows] = mean
             self.column("cov")[rows] = cov
         if self.part_shape is not None:
-            self.column("feats")[:, rows] = feats
-            self.column("vis")[:, rows] = vis
-            self.column("sqrt_vis")[:, rows] = np.sqrt(vis)
-            if sq_norms is None:
-                sq_norms = np.einsum("pmd,pmd->pm", feats, feats)
-            self.column("sq_norms")[:, rows] = sq_norms
-        return rows
+            self.column("feats")[:, rows] = dets.units(det_rows)
+            self.column("vis")[:, rows] = dets.vis[:, det_rows]
+            self.column("sqrt_vis")[:, rows] = np.sqrt(dets.vis[:, det_rows])
+            self.column("sq_norms")[:, rows] = dets.sq_norms[:, det_rows]
 
-    def absorb(self, rows, boxes, frame: int, det_rows=None, feats=None, vis=None, alpha=0.9,
-               visible_threshold=0.5, sq_norms=None, det_scale=None, pair_dots=None) -> None:
-        """Track ``rows[i]`` takes in detection ``det_rows[i]``: box, Kalman state, masked-EMA part
-        features (``feats`` [P, N, D] unit vectors / ``vis`` [P, N] of all the frame's detections;
-        or raw vectors with ``det_scale`` [P, N] = 1/norm, and the cost's ``pair_dots``, see
-        masked_ema_inplace)."""
+    def absorb(self, rows: np.ndarray, det_rows: np.ndarray, frame: int, boxes: np.ndarray,
+               dets: PartFeatures | None, pair_dots: np.ndarray | None) -> None:
+        """Track ``rows[i]`` takes in detection ``det_rows[i]`` of the frame's ``boxes`` [N, 4] and
+        part features ``dets``: box, Kalman state, masked-EMA part features, state TRACKED.
+        ``pair_dots`` [P, T, N]: the cost's raw track . detection dot products, which the EMA reuses."""
         if len(rows) == 0:
             return
+        boxes = boxes[det_rows]
         self.column("boxes")[rows] = boxes
         self.column("last_frame")[rows] = frame
         self.column("state")[rows] = TRACKED
@@ -117,10 +123,8 @@ class TrackStore:
             self.column("mean")[rows] = mean
             self.column("cov")[rows] = cov
         if self.part_shape is not None:
-            if sq_norms is None:
-                sq_norms = np.einsum("pnd,pnd->pn", feats, feats)
-            masked_ema_inplace(self.column("feats"), self.column("vis"), rows, feats, vis, det_rows, alpha,
-                               visible_threshold, self.column("sq_norms"), sq_norms, det_scale, pair_dots)
+            masked_ema_update(self.features(), rows, dets, det_rows, self.ema_alpha, self.visibility_threshold,
+                              pair_dots)
             self.column("sqrt_vis")[:, rows] = np.sqrt(self.column("vis")[:, rows])
 
     def predict(self) -> None:
