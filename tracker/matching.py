@@ -57,10 +57,12 @@ def _mutual_best(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndar
     marked pairs are mutual bests with strict minima covering every cheap column: the certificate
     above (it also asks for strict column minima, which only sends a few more tie cases to lapjv).
     """
-    row_min = cost.min(axis=1)
+    row_min = cost.min(axis=1)  # NaN anywhere makes its row's minimum NaN
     col_min = cost.min(axis=0)
-    if np.count_nonzero(row_min == max_cost) or np.count_nonzero(col_min == max_cost) or np.isnan(row_min).any():
-        return None  # exactly at the limit, or a NaN somewhere (NaN is some row's minimum)
+    if np.count_nonzero(np.isnan(row_min)):
+        return None  # a NaN somewhere: lapjv decides
+    if np.count_nonzero(row_min == max_cost) or np.count_nonzero(col_min == max_cost):
+        return None  # a minimum exactly at the limit: matching that pair or not costs the same
     # A row whose minimum is above L marks nothing: no entry is <= L.
     row_marks = cost <= np.minimum(row_min, max_cost)[:, None]
     n_cheap_rows = np.count_nonzero(row_min < max_cost)
