@@ -65,6 +65,7 @@ class SyntheticDataset:
     """``num_sequences`` sequences ``seq0..`` of ``num_frames`` frames; ``bad`` names damaged ones."""
 
     has_ground_truth = False
+    gt_dir = path = files = None
 
     def __init__(self, num_sequences=3, num_frames=12, width=64, height=48, bad=(), **_):
         self.num_sequences, self.num_frames, self.width, self.height = num_sequences, num_frames, width, height
@@ -78,6 +79,8 @@ class SyntheticDataset:
 class Killer:
     """A streaming writer that sends ``$KPRTRACK_SIGNAL`` to its own process at frame
     ``$KPRTRACK_KILL_FRAME`` of sequence number ``$KPRTRACK_KILL_AT`` (0-based)."""
+
+    requires, filtered = frozenset(), False
 
     def __init__(self, dir: str):
         self.count = -1
@@ -93,6 +96,9 @@ class Killer:
 
     def end_sequence(self):
         return []
+
+    def abort(self):
+        pass
 
 
 # three people 12 px wide in 64x48 frames, walking right
