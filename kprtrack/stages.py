@@ -55,8 +55,8 @@ class Dataset(Protocol):
     gt_dir: Path | None  # PoseTrack21 <seq>.json ground truth for evaluation; None without it
     path: Path | None  # where it reads from, named in errors
     # One file per sequence where the data set has them: sequences() yields them in this order, and a
-    # copy whose files are the tail of the list yields the tail (so a file that cannot be opened
-    # is skipped alone under run.on_error=skip).
+    # copy whose files are any sub-list yields just those (a file that cannot be opened is then
+    # skipped alone under run.on_error=skip, and a shard never opens another shard's files).
     files: list[Path] | None
 
     def sequences(self) -> Iterator[Source]: ...
