@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+import pytest
 
 from kprtrack.record import Detections
 from kprtrack.tracker import KPRTracker
@@ -27,6 +28,7 @@ def people_coming_and_going(frames: int, seed: int = 0):
                                   visibility=vis)
 
 
+@pytest.mark.slow
 def test_stored_tracks_stay_bounded_over_5000_frames_and_identities_hold():
     tracker = KPRTracker(track_buffer=100)
     peak_size = peak_capacity = 0
