@@ -289,11 +289,21 @@ def _check_interpolations(cfg) -> None:
             raise InputError(f"cannot resolve {key}={text}: {reason}") from None
 
 
+def _missing(node, prefix: str = ""):
+    """Dotted keys of the mandatory values (``???``) in a plain container."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if isinstance(value, (dict, list)):
+            yield from _missing(value, f"{prefix}{key}.")
+        elif value == "???":
+            yield f"{prefix}{key}"
+
+
 def _check_required(cfg) -> None:
     """Mandatory values (``???``) of the stages and data set that will be built (nodes with a _target_)."""
     from omegaconf import OmegaConf
 
-    for key in sorted(OmegaConf.missing_keys(cfg)):
+    for key in sorted(_missing(OmegaConf.to_container(cfg, resolve=False))):  # resolving: ${hydra:...} fails here
         parent = key.rpartition(".")[0]
         if parent and OmegaConf.select(cfg, f"{parent}._target_", default=None) is not None:
             raise InputError(f"missing value: {key} (add {key}=<value> to the command line)")

@@ -283,7 +283,7 @@ def hydra_main(command: str, argv: Sequence[str], job: Callable) -> int:
 
     from kprtrack import sweep
     from kprtrack.cli import COMMAND_OPTIONS, command_usage
-    from kprtrack.config import config_dir, hydra_error, validate_sweep
+    from kprtrack.config import _readable_override, config_dir, hydra_error, validate_sweep
 
     config_name = COMMAND_OPTIONS[command]
     flags, overrides = split_args(argv)
@@ -291,7 +291,7 @@ def hydra_main(command: str, argv: Sequence[str], job: Callable) -> int:
     if args.help:
         print(command_usage(command))
         return 0
-    overrides = [*command_settings(command, overrides), *overrides]
+    overrides = [*command_settings(command, overrides), *(_readable_override(o) for o in overrides)]
     single = not (args.multirun or args.cfg or args.info or args.shell_completion or args.hydra_help
                   or args.experimental_rerun)
     folder = RunFolder(None)
@@ -300,7 +300,7 @@ def hydra_main(command: str, argv: Sequence[str], job: Callable) -> int:
     elif args.multirun or args.cfg or args.info:
         validate_sweep(config_name, overrides, require_values=bool(args.multirun))
     task = Task(command, job)
-    sweep.LAST = None
+    sweep.LAST = sweep.STARTED = None
     try:
         with _hydra_errors_raised(["kprtrack", *flags, *overrides]), _sigterm_raises():
             hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)()
@@ -316,6 +316,11 @@ def hydra_main(command: str, argv: Sequence[str], job: Callable) -> int:
             raise InputError(f"bad configuration for '{config_name}': {hydra_error(error)}") from None
         if isinstance(error, OSError) and single and not task.started:  # Hydra could not create the run folder
             raise OutputError.from_os_error(error, folder.path, "cannot create the run folder") from None
+        if args.multirun and sweep.STARTED and sweep.LAST is None and isinstance(error, Exception):
+            # the sweeper stopped (Optuna with no trial that has a value): the jobs that ran, then one line
+            summary = sweep.finish(*sweep.STARTED)
+            raise InputError(f"the sweep stopped after {len(summary['jobs'])} job(s): {one_line(str(error))} "
+                             f"(see {Path(summary['sweep_dir']) / 'sweep.md'})") from None
         raise
     if single:
         return task.result.exit_code if isinstance(task.result, JobResult) else int(task.result or 0)

@@ -32,8 +32,10 @@ COLUMNS = ("job", "overrides", "status", *(name for name, _, _ in METRICS), "obj
 JOBS_DIR = ".jobs"
 
 # The last sweep that ended in this process (set by SweepSummary.on_multirun_end): hydra_app reads it
-# for the sweep's exit code.
+# for the sweep's exit code. STARTED: (sweep dir, direction) of the sweep running in this process, for
+# a summary of the jobs that ran when the sweeper stops early (Optuna, when no trial has a value).
 LAST: dict | None = None
+STARTED: tuple[Path, str] | None = None
 
 
 @dataclass
@@ -118,7 +120,9 @@ class SweepSummary(Callback):
     """Hydra callback writing ``sweep.csv`` / ``sweep.md`` in the sweep dir when a multirun ends."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        folder = Path(str(config.hydra.sweep.dir)) / JOBS_DIR
+        global STARTED
+        STARTED = (Path(str(config.hydra.sweep.dir)), _direction(config))
+        folder = STARTED[0] / JOBS_DIR
         for old in folder.glob("*.json") if folder.is_dir() else []:  # an earlier sweep into the same folder
             old.unlink(missing_ok=True)
 
@@ -143,24 +147,29 @@ class SweepSummary(Callback):
             print(f"kprtrack: warning: cannot record job {record['job']} for the sweep summary: {err}", file=sys.stderr)
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        global LAST
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        records = []
-        for path in (sweep_dir / JOBS_DIR).glob("*.json") if (sweep_dir / JOBS_DIR).is_dir() else []:
-            try:
-                records.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
-                continue
-        records.sort(key=lambda r: r["job"])
-        for record in records:
-            if record.get("metrics") is None:
-                record["metrics"] = _metrics_on_disk(record.get("run_dir"))
-        LAST = summary = summarise(records, sweep_dir, _direction(config))
+        finish(Path(str(config.hydra.sweep.dir)), _direction(config))
+
+
+def finish(sweep_dir: Path, direction: str = "maximize") -> dict:
+    """Gather the jobs' records, write sweep.csv and sweep.md, print the summary (and keep it in LAST)."""
+    global LAST
+    records = []
+    for path in (sweep_dir / JOBS_DIR).glob("*.json") if (sweep_dir / JOBS_DIR).is_dir() else []:
         try:
-            write_summary(summary, sweep_dir)
-        except OSError as err:
-            print(f"kprtrack: warning: cannot write the sweep summary in {sweep_dir}: {err}", file=sys.stderr)
-        print(summary_text(summary), flush=True)
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    records.sort(key=lambda r: r["job"])
+    for record in records:
+        if record.get("metrics") is None:
+            record["metrics"] = _metrics_on_disk(record.get("run_dir"))
+    LAST = summary = summarise(records, sweep_dir, direction)
+    try:
+        write_summary(summary, sweep_dir)
+    except OSError as err:
+        print(f"kprtrack: warning: cannot write the sweep summary in {sweep_dir}: {err}", file=sys.stderr)
+    print(summary_text(summary), flush=True)
+    return summary
 
 
 def summarise(records: list[dict], sweep_dir: Path, direction: str = "maximize") -> dict:
@@ -252,6 +261,8 @@ def summary_text(summary: dict) -> str:
         numbers = "  ".join(f"{name} {_fmt(None if metrics.get(name) is None else 100 * metrics[name])}"
                             for name in ("pose_HOTA", "pose_AssA", "IDF1", "MOTA") if name in metrics)
         status = "ok" if record.get("exit_code") == 0 else f"failed: {record.get('error') or ''}"
+        if status == "ok" and record.get("objective") is None and record.get("objective_key"):
+            status += f" (no {record['objective_key']} in its evaluation: no objective)"
         lines.append(f"  job {record['job']} {_swept(record, summary)}: " + (numbers + "  " if numbers else "") + status)
     if best is not None:
         lines.append(f"best: job {best['job']} {_swept(best, summary)} "
