@@ -194,6 +194,7 @@ class Task:
         self.command = command
         self.job = job
         self.result: JobResult | None = None
+        self.error: Exception | None = None  # a single run's, raised again once Hydra is done
         self.started = False
 
     def __call__(self, cfg):
@@ -204,7 +205,10 @@ class Task:
         job_dir = str(hydra.runtime.output_dir)
         self.started = True
         if hydra.mode != RunMode.MULTIRUN:
-            self.result = self.job(cfg, job_dir)
+            try:
+                self.result = self.job(cfg, job_dir)
+            except Exception as error:  # noqa: BLE001 - not through Hydra, which adds a line ("Error executing job")
+                self.error = error
             return self.result
         started = time.perf_counter()
         num = hydra.job.num
@@ -323,6 +327,9 @@ def hydra_main(command: str, argv: Sequence[str], job: Callable) -> int:
                              f"(see {Path(summary['sweep_dir']) / 'sweep.md'})") from None
         raise
     if single:
+        if task.error is not None:
+            folder.remove_if_untouched()
+            raise task.error
         return task.result.exit_code if isinstance(task.result, JobResult) else int(task.result or 0)
     summary = sweep.LAST
     if args.multirun and summary and summary["failed"]:

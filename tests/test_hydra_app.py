@@ -124,6 +124,7 @@ def test_hydra_run_dir_is_the_run_folder_and_a_failed_start_leaves_none(tmp_path
     bad = tmp_path / "new" / "run"
     result = kprtrack("run", "dataset=video", "dataset.path=/does/not/exist.mp4", f"hydra.run.dir={bad}", cwd=tmp_path)
     assert result.returncode == 2 and "video not found" in one_error_line(result.stderr)
+    assert "Error executing job" not in result.stderr  # Hydra's own report of a failed job: not for a run
     assert not (tmp_path / "new").exists()
 
 
