@@ -91,7 +91,7 @@ def test_low_confidence_match_updates_features_too():
 
 
 def test_inplace_update_matches_a_per_pair_loop():
-    from kprtrack.tracker.masked_ema import masked_ema_inplace
+    from kprtrack.tracker.masked_ema import PartFeatures, masked_ema_update
 
     rng = np.random.default_rng(5)
     parts, n_tracks, n_dets, dim = 4, 7, 6, 8
@@ -109,7 +109,7 @@ def test_inplace_update_matches_a_per_pair_loop():
             elif seen_d:
                 expected_feats[p, r] = det_feats[p, d]
             expected_vis[p, r] = max(vis[p, r], det_vis[p, d])
-    masked_ema_inplace(feats, vis, rows, det_feats, det_vis, det_rows, alpha=0.8)
+    masked_ema_update(PartFeatures(feats, vis), rows, PartFeatures(det_feats, det_vis), det_rows, 0.8, 0.5)
     np.testing.assert_allclose(feats, expected_feats, atol=1e-6)
     np.testing.assert_allclose(vis, expected_vis)
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["PartFeatures", "masked_ema", "masked_ema_inplace", "masked_ema_update"]
+__all__ = ["PartFeatures", "masked_ema", "masked_ema_update"]
 
 
 class PartFeatures(NamedTuple):
@@ -103,22 +103,6 @@ def masked_ema_update(
     tracks.vis[:, rows] = np.maximum(track_vis, det_vis)
 
 
-def masked_ema_inplace(
-    track_feats: np.ndarray,
-    track_vis: np.ndarray,
-    rows: np.ndarray,
-    det_feats: np.ndarray,
-    det_vis: np.ndarray,
-    det_rows: np.ndarray,
-    alpha: float = 0.9,
-    visible_threshold: float = 0.5,
-) -> None:
-    """masked_ema_update on plain part-major arrays of unit vectors: ``track_feats`` [P, T, D] /
-    ``track_vis`` [P, T] are updated in place from ``det_feats`` [P, N, D] / ``det_vis`` [P, N]."""
-    masked_ema_update(PartFeatures(track_feats, track_vis), rows, PartFeatures(det_feats, det_vis), det_rows,
-                      alpha, visible_threshold)
-
-
 def masked_ema(
     track_feats: np.ndarray,
     track_vis: np.ndarray,
@@ -133,8 +117,6 @@ def masked_ema(
     feats = np.array(track_feats, np.float32).reshape(1, -1, dim)
     vis = np.array(track_vis, np.float32).reshape(1, -1)
     every = np.arange(vis.shape[1])
-    masked_ema_inplace(
-        feats, vis, every, np.asarray(det_feats, np.float32).reshape(1, -1, dim),
-        np.asarray(det_vis, np.float32).reshape(1, -1), every, alpha, visible_threshold,
-    )
+    dets = PartFeatures(np.asarray(det_feats, np.float32).reshape(1, -1, dim), np.asarray(det_vis, np.float32).reshape(1, -1))
+    masked_ema_update(PartFeatures(feats, vis), every, dets, every, alpha, visible_threshold)
     return feats.reshape(shape + (dim,)), vis.reshape(shape)
