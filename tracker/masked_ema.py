@@ -117,6 +117,7 @@ def masked_ema(
     feats = np.array(track_feats, np.float32).reshape(1, -1, dim)
     vis = np.array(track_vis, np.float32).reshape(1, -1)
     every = np.arange(vis.shape[1])
-    dets = PartFeatures(np.asarray(det_feats, np.float32).reshape(1, -1, dim), np.asarray(det_vis, np.float32).reshape(1, -1))
+    dets = PartFeatures(np.asarray(det_feats, np.float32).reshape(1, -1, dim),
+                        np.asarray(det_vis, np.float32).reshape(1, -1))
     masked_ema_update(PartFeatures(feats, vis), every, dets, every, alpha, visible_threshold)
     return feats.reshape(shape + (dim,)), vis.reshape(shape)
