@@ -15,6 +15,7 @@ COMMANDS = {
     "export": ("kprtrack.export:main", "export a model to ONNX"),
     "reid-dataset": ("kprtrack.reid.dataset:main", "build the Occluded PoseTrack-ReID data set"),
     "reid-eval": ("kprtrack.reid.evaluate:main", "rank-1/mAP with and without prompts"),
+    "reid-labels": ("kprtrack.reid.labels:main", "human-parsing part labels for each reid-dataset crop"),
     "merge": ("kprtrack.merge:main", "join the shards of a sharded run (<run folder> ... output.dir=<folder>) and evaluate"),
 }
 # Where `<command> --help` finds the options: a config name (configs/<name>.yaml), or a
@@ -22,6 +23,7 @@ COMMANDS = {
 COMMAND_OPTIONS = {
     "run": "run", "eval": "eval", "demo": "kprtrack.data.demo:_defaults", "export": "export",
     "reid-dataset": "reid_dataset", "reid-eval": "reid_eval",
+    "reid-labels": "reid_labels",
     "merge": "kprtrack.merge:_defaults",
 }
 HELP_FLAGS = ("-h", "--help")

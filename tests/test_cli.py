@@ -38,6 +38,7 @@ COMMAND_HELP = {
     "export": ({"detector": ["yolox*", "yolox_onnx"]}, ["onnx_file: null", "opset: 11", "weights:"]),
     "reid-dataset": ({}, ["root: ???", "output_dir: occ_ptrack", "query_ratio: 0.2"]),
     "reid-eval": ({"reid": ["kpr", "onnx", "part_colors*"]}, ["dataset_dir: occ_ptrack", "prompts: both"]),
+    "reid-labels": ({}, ["dataset_dir: ???", "method: keypoints", "scheme: eight", "output: null"]),
     "merge": ({}, ["root=None", "output.dir=None", "run.evaluate=None", "link=True", "force=False"]),
 }
 

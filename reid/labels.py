@@ -1,0 +1,308 @@
+"""Human-parsing labels for KPR training (the part-prediction loss), and ``python -m kprtrack reid-labels``.
+
+Label file format written by ``reid-labels`` (and read by ``kprtrack.reid.train.data.ReidTrainSet``):
+``<output>/<crop file without extension>.npy``, one per crop of ``splits/{train,query,gallery}.json``
+(``output`` defaults to ``<dataset_dir>/labels``; e.g. ``images/train/v/x.jpg`` ->
+``labels/images/train/v/x.npy``): a ``uint8`` array ``[h, w]`` of the crop's own size, 0 = background,
+``1..K`` = the parts of the scheme in ``PART_SCHEMES`` order (eight: head, left_arm, right_arm, torso,
+left_leg, right_leg, left_feet, right_feet). ``<output>/labels.json`` records scheme, part names and method.
+
+Also read: BPBReID / KPR released label files (``masks/pifpaf_maskrcnn_filtering/<subset>/<image stem>.npy``),
+float PifPaf confidence fields ``[36, h, w]`` (17 keypoint "pif" fields in COCO order, then 19
+"paf" association fields), grouped at load time into K parts by max over each part's fields
+(upstream ``CombinePifPafIntoEightBodyMasks`` / ``...FiveVerticalParts``), background = clamp(1 - sum of
+parts) (upstream ``AddBackgroundMask`` 'sum'). ``read_label_file`` accepts either layout (a 3-D array
+with 36 channels first or last is taken as fields and reduced to argmax labels).
+
+Backends (``method=``): ``keypoints`` (model-free, always works: each part's skeleton segments drawn
+thick inside the crop, parts drawn in ``DRAW_ORDER`` so later ones cover earlier ones); ``sam_pifpaf``
+(the seed's SAM-prompted-by-keypoints + PifPaf fields): needs the pip packages ``segment-anything``
+and ``openpifpaf`` with their official weights; without them the command stops with one InputError.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from kprtrack.errors import InputError
+from kprtrack.reid.body_parts import EIGHT_PARTS
+
+# Part order (label value = 1 + index), as reid/kpr/stage.py PART_SCHEMES.
+PART_SCHEMES: dict[str, tuple[str, ...]] = {
+    "eight": ("head", "left_arm", "right_arm", "torso", "left_leg", "right_leg", "left_feet", "right_feet"),
+    "five_v": ("head", "upper_arms_torso", "lower_arms_torso", "legs", "feet"),
+}
+# Skeleton segments (PoseTrack keypoint index pairs; (i, i) = a disc) per part.
+SCHEME_SEGMENTS: dict[str, dict[str, list[tuple[int, int]]]] = {
+    "eight": {**EIGHT_PARTS, "head": EIGHT_PARTS["head"] + [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]},
+    "five_v": {  # approximates upstream's five vertical PifPaf groups with skeleton segments
+        "head": EIGHT_PARTS["head"] + [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)],
+        "upper_arms_torso": [(5, 6), (5, 7), (6, 8)],
+        "lower_arms_torso": [(7, 9), (8, 10), (11, 12), (5, 11), (6, 12)],
+        "legs": [(11, 13), (12, 14), (13, 15), (14, 16)],
+        "feet": [(15, 15), (16, 16)],
+    },
+}
+# Drawing order of the keypoint labeller: later parts cover earlier ones where they overlap.
+DRAW_ORDER: dict[str, tuple[str, ...]] = {
+    "eight": ("torso", "left_leg", "right_leg", "left_feet", "right_feet", "left_arm", "right_arm", "head"),
+    "five_v": ("lower_arms_torso", "upper_arms_torso", "legs", "feet", "head"),
+}
+# Left/right part pairs (label swap under a horizontal flip).
+MIRROR_PARTS = {"eight": (("left_arm", "right_arm"), ("left_leg", "right_leg"), ("left_feet", "right_feet")),
+                "five_v": ()}
+
+# PifPaf field layout of BPBReID/KPR label files: 17 COCO keypoints then 19 associations.
+PIFPAF_KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                    "right_knee", "left_ankle", "right_ankle")
+PIFPAF_JOINTS = ("left_ankle_to_left_knee", "left_knee_to_left_hip", "right_ankle_to_right_knee",
+                 "right_knee_to_right_hip", "left_hip_to_right_hip", "left_shoulder_to_left_hip",
+                 "right_shoulder_to_right_hip", "left_shoulder_to_right_shoulder", "left_shoulder_to_left_elbow",
+                 "right_shoulder_to_right_elbow", "left_elbow_to_left_wrist", "right_elbow_to_right_wrist",
+                 "left_eye_to_right_eye", "nose_to_left_eye", "nose_to_right_eye", "left_eye_to_left_ear",
+                 "right_eye_to_right_ear", "left_ear_to_left_shoulder", "right_ear_to_right_shoulder")
+PIFPAF_FIELDS = PIFPAF_KEYPOINTS + PIFPAF_JOINTS
+_HEAD_FIELDS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_eye_to_right_eye", "nose_to_left_eye",
+                "nose_to_right_eye", "left_eye_to_left_ear", "right_eye_to_right_ear", "left_ear_to_left_shoulder",
+                "right_ear_to_right_shoulder")
+FIELD_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "eight": {
+        "head": _HEAD_FIELDS,
+        "left_arm": ("left_shoulder", "left_elbow", "left_wrist", "left_shoulder_to_left_elbow",
+                     "left_elbow_to_left_wrist"),
+        "right_arm": ("right_shoulder", "right_elbow", "right_wrist", "right_shoulder_to_right_elbow",
+                      "right_elbow_to_right_wrist"),
+        "torso": ("left_hip", "right_hip", "left_hip_to_right_hip", "left_shoulder_to_left_hip",
+                  "right_shoulder_to_right_hip", "left_shoulder_to_right_shoulder"),
+        "left_leg": ("left_knee", "left_ankle_to_left_knee", "left_knee_to_left_hip", "left_hip_to_right_hip"),
+        "right_leg": ("right_knee", "right_ankle_to_right_knee", "right_knee_to_right_hip"),
+        "left_feet": ("left_ankle",),
+        "right_feet": ("right_ankle",),
+    },
+    "five_v": {
+        "head": _HEAD_FIELDS,
+        "upper_arms_torso": ("left_elbow", "right_elbow", "left_shoulder_to_left_elbow",
+                             "right_shoulder_to_right_elbow", "left_shoulder", "right_shoulder",
+                             "left_shoulder_to_right_shoulder"),
+        "lower_arms_torso": ("left_wrist", "right_wrist", "left_elbow_to_left_wrist", "right_elbow_to_right_wrist",
+                             "left_hip", "right_hip", "right_shoulder_to_right_hip"),
+        "legs": ("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle_to_left_knee",
+                 "left_knee_to_left_hip", "right_ankle_to_right_knee", "right_knee_to_right_hip"),
+        "feet": ("left_ankle", "right_ankle"),
+    },
+}
+NUM_FIELDS = len(PIFPAF_FIELDS)  # 36
+THICKNESS = 0.1  # stroke width of the keypoint labeller, as a fraction of the crop height
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in PART_SCHEMES:
+        raise InputError(f"unknown part scheme {scheme!r} (known: {', '.join(PART_SCHEMES)})")
+
+
+def num_parts(scheme: str) -> int:
+    _check_scheme(scheme)
+    return len(PART_SCHEMES[scheme])
+
+
+# ---------------------------------------------------------------- model-free labeller
+
+def keypoint_part_labels(keypoints: np.ndarray, height: int, width: int, scheme: str = "eight",
+                         threshold: float = 0.3, thickness: float = THICKNESS) -> np.ndarray:
+    """uint8 [height, width] part labels from one person's keypoints [17, 3] (crop pixels).
+
+    Each part = its skeleton segments (both ends with confidence > threshold) drawn with a stroke
+    ``thickness x height`` wide (discs for single points); parts drawn in ``DRAW_ORDER``.
+    """
+    import cv2
+
+    _check_scheme(scheme)
+    labels = np.zeros((int(height), int(width)), np.uint8)
+    kps = np.asarray(keypoints, np.float32).reshape(-1, 3)
+    if not np.all(np.isfinite(kps)):
+        kps = np.where(np.isfinite(kps), kps, 0.0)
+    good = kps[:, 2] > threshold
+    radius = max(1, int(round(thickness * height / 2)))
+    value_of = {name: i + 1 for i, name in enumerate(PART_SCHEMES[scheme])}
+    points = np.round(kps[:, :2]).astype(np.int64)
+    points = np.clip(points, -10 * max(height, width), 10 * max(height, width))  # cv2 needs sane ints
+    for name in DRAW_ORDER[scheme]:
+        value = value_of[name]
+        for a, b in SCHEME_SEGMENTS[scheme][name]:
+            if not (good[a] and good[b]):
+                continue
+            pa, pb = tuple(int(v) for v in points[a]), tuple(int(v) for v in points[b])
+            if a == b:
+                cv2.circle(labels, pa, radius, value, thickness=-1)
+            else:
+                cv2.line(labels, pa, pb, value, thickness=2 * radius)
+    return labels
+
+
+def mirror_labels(labels: np.ndarray, scheme: str = "eight") -> np.ndarray:
+    """Labels of the horizontally flipped crop: flipped, with left/right part values swapped."""
+    out = labels[:, ::-1].copy()
+    names = PART_SCHEMES[scheme]
+    flipped = out.copy()
+    for left, right in MIRROR_PARTS[scheme]:
+        lv, rv = names.index(left) + 1, names.index(right) + 1
+        out[flipped == lv] = rv
+        out[flipped == rv] = lv
+    return out
+
+
+# ---------------------------------------------------------------- BPBReID / KPR PifPaf field files
+
+def _fields_first(fields: np.ndarray) -> np.ndarray:
+    fields = np.asarray(fields, np.float32)
+    if fields.ndim != 3:
+        raise ValueError(f"PifPaf fields must be 3-D [36, h, w], got shape {fields.shape}")
+    if fields.shape[0] == NUM_FIELDS:
+        return fields
+    if fields.shape[-1] == NUM_FIELDS:
+        return np.moveaxis(fields, -1, 0)
+    raise ValueError(f"PifPaf fields need {NUM_FIELDS} channels (17 pif + 19 paf), got shape {fields.shape}")
+
+
+def group_pifpaf_fields(fields: np.ndarray, scheme: str = "eight") -> np.ndarray:
+    """[1 + K, h, w] float: background then the K parts (max over each part's fields, clipped to [0, 1])."""
+    _check_scheme(scheme)
+    fields = _fields_first(fields)
+    index = {name: i for i, name in enumerate(PIFPAF_FIELDS)}
+    parts = [np.clip(fields[[index[f] for f in FIELD_GROUPS[scheme][p]]].max(axis=0), 0.0, 1.0)
+             for p in PART_SCHEMES[scheme]]
+    stack = np.stack(parts)
+    background = np.clip(1.0 - stack.sum(axis=0), 0.0, 1.0)
+    return np.concatenate([background[None], stack]).astype(np.float32)
+
+
+def labels_from_fields(fields: np.ndarray, scheme: str = "eight", size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [h, w] argmax labels (0 = background) of PifPaf fields; resized (bilinear on the
+    grouped maps, as upstream resizes masks) to ``size`` = (height, width) when given."""
+    grouped = group_pifpaf_fields(fields, scheme)
+    if size is not None and tuple(grouped.shape[1:]) != tuple(size):
+        import cv2
+
+        grouped = np.stack([cv2.resize(g, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+                            for g in grouped])
+    return grouped.argmax(axis=0).astype(np.uint8)
+
+
+def read_label_file(path: Path, size: tuple[int, int] | None = None, scheme: str = "eight") -> np.ndarray:
+    """uint8 [h, w] labels from a ``reid-labels`` file or a BPBReID/KPR PifPaf field file, resized
+    (nearest for labels) to ``size`` = (height, width) when given."""
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read label file: {err}", path) from None
+    if array.ndim == 3:
+        try:
+            return labels_from_fields(array, scheme, size)
+        except ValueError as err:
+            raise InputError(str(err), path) from None
+    if array.ndim != 2:
+        raise InputError(f"label file must hold [h, w] labels or [36, h, w] PifPaf fields, got {array.shape}", path)
+    labels = array.astype(np.uint8)
+    if labels.max(initial=0) > num_parts(scheme):
+        raise InputError(f"labels go up to {labels.max()} but scheme {scheme!r} has {num_parts(scheme)} parts", path)
+    if size is not None and labels.shape != tuple(size):
+        import cv2
+
+        labels = cv2.resize(labels, (int(size[1]), int(size[0])), interpolation=cv2.INTER_NEAREST)
+    return labels
+
+
+# ---------------------------------------------------------------- SAM + PifPaf backend
+
+def sam_pifpaf_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("segment_anything", "openpifpaf"))
+
+
+def sam_pifpaf_labeller(scheme: str = "eight", **_):
+    """The seed's labeller (SAM prompted with the target's keypoints masks the PifPaf fields)."""
+    if not sam_pifpaf_available():
+        raise InputError("method=sam_pifpaf needs the pip packages 'segment-anything' and 'openpifpaf' "
+                         "(with SAM's official ViT-H checkpoint); install them or use method=keypoints")
+    raise InputError("method=sam_pifpaf: segment-anything and openpifpaf are installed, but this build only "
+                     "ships the keypoint labeller; use method=keypoints, or BPBReID/KPR released label files")
+
+
+# ---------------------------------------------------------------- command
+
+def label_path(output: Path, crop_file: str) -> Path:
+    return Path(output) / Path(crop_file).with_suffix(".npy")
+
+
+def write_labels(dataset_dir: Path, output: Path, method: str = "keypoints", scheme: str = "eight",
+                 threshold: float = 0.3, thickness: float = THICKNESS,
+                 splits: Sequence[str] = ("train", "query", "gallery")) -> dict:
+    """Label every crop of the data set's splits; returns a summary."""
+    from kprtrack.reid.evaluate import crop_keypoints, load_split
+
+    _check_scheme(scheme)
+    if method == "sam_pifpaf":
+        sam_pifpaf_labeller(scheme)
+    elif method != "keypoints":
+        raise InputError(f"unknown labelling method {method!r} (keypoints or sam_pifpaf)")
+    dataset_dir, output = Path(dataset_dir), Path(output)
+    counts: dict[str, int] = {}
+    pixels = np.zeros(1 + num_parts(scheme), np.int64)
+    for split in splits:
+        path = dataset_dir / "splits" / f"{split}.json"
+        if not path.is_file():
+            continue
+        records = load_split(dataset_dir, split)
+        for record in records:
+            positive, _ = crop_keypoints(record, path)
+            height, width = _crop_size(dataset_dir, record)
+            labels = keypoint_part_labels(positive, height, width, scheme, threshold, thickness)
+            target = label_path(output, record["file"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            np.save(target, labels)
+            pixels += np.bincount(labels.ravel(), minlength=len(pixels))[:len(pixels)]
+        counts[split] = len(records)
+    if not counts:
+        raise InputError("no split file found; build the data set first with `python -m kprtrack reid-dataset`",
+                         dataset_dir / "splits")
+    summary = {"format": "uint8 [h, w] per crop, 0 = background, 1..K = parts", "method": method,
+               "scheme": scheme, "parts": list(PART_SCHEMES[scheme]), "threshold": threshold,
+               "thickness": thickness, "crops": counts,
+               "pixel_share": (pixels / max(1, pixels.sum())).round(4).tolist()}
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "labels.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def _crop_size(dataset_dir: Path, record: dict) -> tuple[int, int]:
+    if record.get("height") and record.get("width"):
+        return int(record["height"]), int(record["width"])
+    from kprtrack.reid.evaluate import read_crop
+
+    return read_crop(dataset_dir, record).shape[:2]
+
+
+def main(argv: list[str]) -> int:
+    from omegaconf import OmegaConf
+
+    from kprtrack.config import compose_command
+
+    cfg = compose_command("reid_labels", argv)
+    if cfg is None:
+        return 0
+    if OmegaConf.is_missing(cfg, "dataset_dir"):
+        raise InputError("reid-labels needs dataset_dir=<folder written by reid-dataset>")
+    dataset_dir = Path(str(cfg.dataset_dir)).expanduser()
+    output = Path(str(cfg.output)).expanduser() if cfg.get("output") else dataset_dir / "labels"
+    summary = write_labels(dataset_dir, output, str(cfg.method), str(cfg.scheme), float(cfg.threshold),
+                           float(cfg.thickness), list(cfg.splits))
+    crops = ", ".join(f"{k}: {v}" for k, v in summary["crops"].items())
+    print(f"{summary['method']} labels ({summary['scheme']}: {', '.join(summary['parts'])}) for {crops} crops "
+          f"written to {output}")
+    return 0
