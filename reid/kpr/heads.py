@@ -78,6 +78,12 @@ class BNClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(x)
 
+    def logits(self, bn_features: torch.Tensor) -> torch.Tensor:
+        """Identity logits [N, num_classes] of BN-neck features (upstream: the classifier reads the BN output)."""
+        if not hasattr(self, "classifier"):
+            raise RuntimeError("this BNClassifier has no identity classifier: build KPR with num_classes > 0")
+        return self.classifier(bn_features)
+
 
 def weighted_average_pool(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Global weighted average pooling: features [N, C, H, W], masks [N, M, H, W] -> [N, M, C]."""

@@ -5,7 +5,7 @@ Output per crop: ``embeddings`` [N, 1+K, D] (index 0 = foreground/global, 1..K =
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,34 @@ class KPRArch:
         return asdict(self)
 
 
+@dataclass
+class TrainOutputs:
+    """Everything the training losses read (``KPR.forward_train``); names follow upstream's
+    ``globl``/``foreg``/``backg``/``conct``/``parts`` embeddings. N crops, K parts, D = dim_reduce_output,
+    C = num_classes, Hf x Wf = feature map size."""
+
+    globl: torch.Tensor  # [N, D] global average pooled, after its dim-reduce head
+    foreg: torch.Tensor  # [N, D] foreground-masked pooling
+    backg: torch.Tensor  # [N, D] background-masked pooling
+    parts: torch.Tensor  # [N, K, D] part-weighted pooling (shared dim-reduce head)
+    conct: torch.Tensor  # [N, K*D] the K parts concatenated
+    bn_globl: torch.Tensor  # BN-neck outputs of the above (same shapes)
+    bn_foreg: torch.Tensor
+    bn_backg: torch.Tensor
+    bn_parts: torch.Tensor
+    bn_conct: torch.Tensor
+    globl_logits: torch.Tensor | None  # [N, C] identity logits from each BNClassifier (None when num_classes=0)
+    foreg_logits: torch.Tensor | None
+    backg_logits: torch.Tensor | None
+    conct_logits: torch.Tensor | None
+    parts_logits: torch.Tensor | None  # [N, K, C]
+    pixel_logits: torch.Tensor  # [N, 1+K, Hf, Wf] pixel-to-part logits before softmax (0 = background)
+    visibility: torch.Tensor  # [N, 1+K] as the inference path computes it (index 0 = foreground)
+
+    def as_dict(self) -> dict[str, torch.Tensor | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 class KPR(nn.Module):
     def __init__(self, arch: KPRArch):
         super().__init__()
@@ -83,22 +111,66 @@ class KPR(nn.Module):
 
         Returns embeddings [N, 1+K, D] and visibility [N, 1+K] (float, 0/1 when binary).
         """
-        features = self.msf(self.backbone_appearance_feature_extractor(images, prompt))  # [N, C, Hf, Wf]
-        probabilities = F.softmax(self.pixel_classifier(features), dim=1)  # [N, 1+K, Hf, Wf]
+        features, _, probabilities = self._features(images, prompt)
         background, parts = probabilities[:, :1], probabilities[:, 1:]
         foreground = parts.max(dim=1, keepdim=True)[0]
-        if self.arch.binary_visibility:
-            winner = F.one_hot(probabilities.argmax(dim=1), probabilities.shape[1]).permute(0, 3, 1, 2)
-            visibility = winner.amax(dim=(2, 3)).to(features.dtype)
-        else:
-            visibility = probabilities.amax(dim=(2, 3))
-        # Upstream: foreground visibility is the max over all K+1 maps (incl. background).
-        vis = torch.cat([visibility.amax(dim=1, keepdim=True), visibility[:, 1:]], dim=1)
+        vis = self._visibility(probabilities)
         first = self._global_embedding(features, foreground, background)
         part_feats = self.parts_after_pooling_dim_reduce(weighted_average_pool(features, parts))  # [N, K, D]
         if self.arch.test_embeddings[1] == "bn_parts":
             part_feats = self._bn_parts(part_feats)
         return torch.cat([first.unsqueeze(1), part_feats], dim=1), vis
+
+    def forward_train(self, images: torch.Tensor, prompt: torch.Tensor | None = None) -> TrainOutputs:
+        """The training outputs (upstream KPR/BPBReID train mode): every embedding, its BN-neck output,
+        identity logits (when the model has classifiers) and the pixel-to-part logits. Put the model in
+        ``train()`` mode first for training (BatchNorm batch statistics); this method does not change the mode."""
+        features, pixel_logits, probabilities = self._features(images, prompt)
+        background, parts = probabilities[:, :1], probabilities[:, 1:]
+        foreground = parts.max(dim=1, keepdim=True)[0]
+        globl = self.global_after_pooling_dim_reduce(features.mean(dim=(-2, -1)))
+        foreg = self.foreground_after_pooling_dim_reduce(masked_average_pool(features, foreground)[:, 0])
+        backg = self.background_after_pooling_dim_reduce(masked_average_pool(features, background)[:, 0])
+        part_feats = self.parts_after_pooling_dim_reduce(weighted_average_pool(features, parts))  # [N, K, D]
+        conct = part_feats.flatten(1)
+        bn_globl = self.global_identity_classifier(globl)
+        bn_foreg = self.foreground_identity_classifier(foreg)
+        bn_backg = self.background_identity_classifier(backg)
+        bn_conct = self.concat_parts_identity_classifier(conct)
+        bn_parts = self._bn_parts(part_feats)
+        logits: dict[str, torch.Tensor | None] = dict.fromkeys(("globl", "foreg", "backg", "conct", "parts"))
+        if self.arch.num_classes > 0:
+            logits["globl"] = self.global_identity_classifier.logits(bn_globl)
+            logits["foreg"] = self.foreground_identity_classifier.logits(bn_foreg)
+            logits["backg"] = self.background_identity_classifier.logits(bn_backg)
+            logits["conct"] = self.concat_parts_identity_classifier.logits(bn_conct)
+            if self.arch.shared_parts_id_classifier:
+                logits["parts"] = self.parts_identity_classifier.logits(bn_parts)
+            else:
+                logits["parts"] = torch.stack([head.logits(bn_parts[:, i])
+                                               for i, head in enumerate(self.parts_identity_classifier)], dim=1)
+        return TrainOutputs(
+            globl=globl, foreg=foreg, backg=backg, parts=part_feats, conct=conct,
+            bn_globl=bn_globl, bn_foreg=bn_foreg, bn_backg=bn_backg, bn_parts=bn_parts, bn_conct=bn_conct,
+            globl_logits=logits["globl"], foreg_logits=logits["foreg"], backg_logits=logits["backg"],
+            conct_logits=logits["conct"], parts_logits=logits["parts"],
+            pixel_logits=pixel_logits, visibility=self._visibility(probabilities).detach())
+
+    def _features(self, images, prompt):
+        """-> fused feature map [N, C, Hf, Wf], pixel-to-part logits and their softmax [N, 1+K, Hf, Wf]."""
+        features = self.msf(self.backbone_appearance_feature_extractor(images, prompt))
+        logits = self.pixel_classifier(features)
+        return features, logits, F.softmax(logits, dim=1)
+
+    def _visibility(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """[N, 1+K]: index 0 foreground, 1..K parts (binary: the part wins at least one pixel)."""
+        if self.arch.binary_visibility:
+            winner = F.one_hot(probabilities.argmax(dim=1), probabilities.shape[1]).permute(0, 3, 1, 2)
+            visibility = winner.amax(dim=(2, 3)).to(probabilities.dtype)
+        else:
+            visibility = probabilities.amax(dim=(2, 3))
+        # Upstream: foreground visibility is the max over all K+1 maps (incl. background).
+        return torch.cat([visibility.amax(dim=1, keepdim=True), visibility[:, 1:]], dim=1)
 
     def _global_embedding(self, features, foreground, background) -> torch.Tensor:
         name = self.arch.test_embeddings[0]
