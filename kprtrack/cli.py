@@ -15,6 +15,7 @@ COMMANDS = {
     "export": ("kprtrack.export:main", "export a model to ONNX"),
     "reid-dataset": ("kprtrack.reid.dataset:main", "build the Occluded PoseTrack-ReID data set"),
     "reid-eval": ("kprtrack.reid.evaluate:main", "rank-1/mAP with and without prompts"),
+    "train-reid": ("kprtrack.reid.train.engine:main", "train KPR (torchrun for multi-GPU; docs/train_reid.md)"),
     "reid-labels": ("kprtrack.reid.labels:main", "human-parsing part labels for each reid-dataset crop"),
     "merge": ("kprtrack.merge:main", "join the shards of a sharded run (<run folder> ... output.dir=<folder>) and evaluate"),
 }
@@ -22,7 +23,7 @@ COMMANDS = {
 # module:function returning the command's {key: default}.
 COMMAND_OPTIONS = {
     "run": "run", "eval": "eval", "demo": "kprtrack.data.demo:_defaults", "export": "export",
-    "reid-dataset": "reid_dataset", "reid-eval": "reid_eval",
+    "reid-dataset": "reid_dataset", "reid-eval": "reid_eval", "train-reid": "train_reid",
     "reid-labels": "reid_labels",
     "merge": "kprtrack.merge:_defaults",
 }

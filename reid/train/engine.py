@@ -1,0 +1,620 @@
+"""``python -m kprtrack train-reid``: the KPR training engine (configs/train_reid.yaml).
+
+One process, or one process per GPU/CPU slot launched by ``torchrun`` (torch DDP; backend gloo on
+CPU, nccl on CUDA). The sampler draws one global batch of P identities x K images per iteration
+and every rank takes its contiguous slice of it, so N processes see the same global batch as one.
+Loss terms are averaged over ranks before logging.
+
+Per epoch (rank 0): ``<output_dir>/metrics.csv`` (rewritten atomically: epoch, iterations, lr,
+every loss term, time), TensorBoard scalars if ``tensorboard`` is installed, ``checkpoints/last.pth.tar``
+(model, optimiser, schedule, epoch; torchreid layout, loads in ``reid=kpr``), rank-1/mAP on the
+query/gallery splits every ``eval_every`` epochs through reid-eval's code
+(:mod:`kprtrack.reid.evaluate`, with a ``KPRReID`` built from that checkpoint, so every evaluation
+also proves the checkpoint loads strictly). At the end: ``checkpoints/model.pth.tar``.
+
+Resume (``resume=true``, the default): a run finding ``checkpoints/last.pth.tar`` continues after
+its epoch with the same schedule. Every epoch reseeds torch/numpy/random from (seed, epoch, rank),
+so a resumed run draws the same batches and augmentations as an uninterrupted one.
+
+``model.name=toy`` with ``data.layout=synthetic`` is a seconds-fast stand-in (no BatchNorm, one
+cross-entropy term) that exercises the engine itself: schedule, resume, CSV, DDP equality.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kprtrack.errors import InputError
+from kprtrack.io import write_text
+from kprtrack.reid.train.schedule import WarmupCosine, build_sgd, tokenizer_frozen
+
+
+# ---------------------------------------------------------------- distributed
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        if not self.enabled or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        if self.device.type == "cuda":
+            t = t.to(self.device)
+        torch.distributed.all_reduce(t)
+        return {k: float(v) / self.world_size for k, v in zip(keys, t.cpu().tolist())}
+
+
+def setup_distributed(device_name: str) -> Dist:
+    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them (or WORLD_SIZE=1) one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device={device_name} but CUDA is not available (use device=cpu)")
+        if device.index is None:
+            device = torch.device("cuda", local if world > 1 else 0)
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local, device)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 10_007 + int(rank) * 101 + 17) % (2 ** 31)
+
+
+# ---------------------------------------------------------------- data
+
+class PKBatches:
+    """torchreid's RandomIdentitySampler as a batch sampler: each global batch has P identities x K
+    images (identities with fewer than K images are drawn with replacement); a rank gets its
+    contiguous slice of ``P*K/world_size`` indices. Deterministic in (seed, epoch)."""
+
+    def __init__(self, labels, p: int, k: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.labels = np.asarray(labels)
+        self.p, self.k, self.seed = int(p), int(k), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        if (self.p * self.k) % self.world_size:
+            raise InputError(f"batch P*K = {self.p * self.k} is not divisible by {self.world_size} processes")
+        self.ids = sorted(set(self.labels.tolist()))
+        if len(self.ids) < self.p:
+            raise InputError(f"P={self.p} identities per batch but the training set has {len(self.ids)}")
+        self.epoch = 0
+        self._len = len(self._global_batches())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _global_batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        chunks: dict[int, list[list[int]]] = {}
+        for pid in self.ids:
+            idx = np.flatnonzero(self.labels == pid)
+            if len(idx) < self.k:
+                idx = rng.choice(idx, self.k, replace=True)
+            idx = rng.permutation(idx)
+            chunks[pid] = [idx[i:i + self.k].tolist() for i in range(0, len(idx) - self.k + 1, self.k)]
+        batches, available = [], [pid for pid in self.ids if chunks[pid]]
+        while len(available) >= self.p:
+            picked = rng.choice(len(available), self.p, replace=False)
+            batch = []
+            for j in sorted(picked):
+                batch += chunks[available[j]].pop(0)
+            batches.append(batch)
+            available = [pid for pid in available if chunks[pid]]
+        return batches
+
+    def __iter__(self):
+        share = self.p * self.k // self.world_size
+        for batch in self._global_batches():
+            yield batch[self.rank * share:(self.rank + 1) * share]
+
+    def __len__(self) -> int:
+        return self._len
+
+
+class SyntheticSet(torch.utils.data.Dataset):
+    """Engine tests only: identity-coloured noise images."""
+
+    def __init__(self, num_ids: int = 8, per_id: int = 8, height: int = 32, width: int = 16, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        colours = torch.rand(num_ids, 3, 1, 1, generator=g)
+        self.labels = [i for i in range(num_ids) for _ in range(per_id)]
+        self.images = torch.stack([colours[i] + 0.5 * torch.randn(3, height, width, generator=g)
+                                   for i in self.labels])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"images": self.images[i], "pids": torch.tensor(self.labels[i])}
+
+
+def collate_dicts(items: list[dict]) -> dict:
+    out = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if values[0] is None:
+            out[key] = None
+        elif isinstance(values[0], torch.Tensor):
+            out[key] = torch.stack(values)
+        elif isinstance(values[0], np.ndarray):
+            out[key] = torch.from_numpy(np.stack(values))
+        elif isinstance(values[0], (int, float, np.integer, np.floating)):
+            out[key] = torch.tensor(values)
+        else:
+            out[key] = values
+    return out
+
+
+def build_train_data(cfg):
+    """-> (dataset, labels, collate_fn, num_classes)."""
+    data = cfg.data
+    if str(data.layout) == "synthetic":
+        ds = SyntheticSet(int(data.synthetic.num_ids), int(data.synthetic.per_id), int(data.height),
+                          int(data.width), int(cfg.seed))
+        return ds, ds.labels, collate_dicts, int(data.synthetic.num_ids)
+    from kprtrack.reid.train import data as train_data  # helper B's data set
+
+    ds = train_data.build_train_set(cfg) if hasattr(train_data, "build_train_set") else _reid_train_set(cfg)
+    labels = [int(v) for v in ds.labels]
+    collate = getattr(train_data, "make_batch", None) or getattr(train_data, "collate", None) or collate_dicts
+    return ds, labels, collate, int(getattr(ds, "num_classes", len(set(labels))))
+
+
+def _reid_train_set(cfg):
+    from kprtrack.reid.train.data import ReidTrainSet
+
+    return ReidTrainSet(**_train_set_kwargs(cfg))
+
+
+def _train_set_kwargs(cfg) -> dict:
+    """The ``data`` keys ReidTrainSet takes (the rest are the engine's)."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from kprtrack.reid.train.data import ReidTrainSet
+
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    aug = OmegaConf.to_container(cfg.aug, resolve=True)
+    wanted = inspect.signature(ReidTrainSet).parameters
+    pool = {**{f"aug_{k}": v for k, v in aug.items()}, **aug, **data, "seed": int(cfg.seed)}
+    return {k: v for k, v in pool.items() if k in wanted}
+
+
+# ---------------------------------------------------------------- model and loss
+
+class ToyModel(nn.Module):
+    """Engine tests only: pooled pixels -> MLP -> identity logits (no BatchNorm)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d((4, 2))
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(24, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+    def forward_train(self, images, prompt=None):
+        return self.body(self.pool(images))
+
+
+class ToyLoss(nn.Module):
+    def __init__(self, label_smoothing: float = 0.1):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits, pids, part_labels=None):
+        ce = nn.functional.cross_entropy(logits.float(), pids, label_smoothing=self.label_smoothing)
+        return ce, {"id": ce}
+
+
+class TrainForward(nn.Module):
+    """DDP only synchronises through ``forward``: this routes it to the model's ``forward_train``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, prompt=None):
+        return self.model.forward_train(images, prompt)
+
+
+def build_arch(cfg, num_classes: int):
+    from kprtrack.reid.kpr.model import KPRArch
+    from kprtrack.reid.kpr.stage import PART_SCHEMES
+    from kprtrack.reid.prompts import PROMPT_GROUPS
+
+    m, data = cfg.model, cfg.data
+    if str(data.parts) not in PART_SCHEMES:
+        raise InputError(f"data.parts={data.parts!r} unknown (known: {', '.join(PART_SCHEMES)})")
+    if str(data.prompt_parts) not in PROMPT_GROUPS:
+        raise InputError(f"data.prompt_parts={data.prompt_parts!r} unknown (known: {', '.join(PROMPT_GROUPS)})")
+    return KPRArch(backbone=str(m.backbone), height=int(data.height), width=int(data.width),
+                   parts_num=len(PART_SCHEMES[str(data.parts)]),
+                   prompt_parts_num=len(PROMPT_GROUPS[str(data.prompt_parts)]),
+                   use_negative_keypoints=bool(data.use_negative_keypoints), masks_prompting=bool(data.prompts),
+                   dim_reduce_output=int(m.dim), num_classes=int(num_classes),
+                   semantic_weight=float(m.semantic_weight))
+
+
+def build_model(cfg, num_classes: int):
+    """-> (model, arch or None)."""
+    if str(cfg.model.name) == "toy":
+        return ToyModel(num_classes), None
+    if str(cfg.model.name) != "kpr":
+        raise InputError(f"model.name must be kpr or toy, got {cfg.model.name!r}")
+    from kprtrack.reid.kpr.model import KPR
+
+    arch = build_arch(cfg, num_classes)
+    model = KPR(arch)
+    if cfg.model.get("pretrained"):
+        load_backbone_weights(model, str(cfg.model.pretrained))
+    return model, arch
+
+
+def load_backbone_weights(model, weights: str) -> None:
+    """ImageNet/SOLIDER backbone weights (a file, URL or registry name) into the Swin backbone,
+    non-strictly (the classifier head of the backbone checkpoint is not part of KPR)."""
+    from kprtrack.weights import resolve_weights, torch_load
+
+    path = resolve_weights(weights)
+    payload = torch_load(path)
+    state = payload.get("model", payload.get("state_dict", payload)) if isinstance(payload, dict) else payload
+    target = model.backbone_appearance_feature_extractor.model
+    own = target.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise InputError("no tensor of the backbone checkpoint matches the KPR backbone", path)
+    target.load_state_dict(usable, strict=False)
+    print(f"train-reid: backbone weights {path}: {len(usable)}/{len(own)} tensors loaded")
+
+
+def build_loss(cfg, num_classes: int):
+    if str(cfg.model.name) == "toy":
+        return ToyLoss(float(cfg.loss.label_smoothing))
+    from omegaconf import OmegaConf
+
+    from kprtrack.reid.train.losses import KPRLoss
+
+    weights = OmegaConf.to_container(cfg.loss.weights, resolve=True) if cfg.loss.get("weights") else None
+    return KPRLoss(num_classes, label_smoothing=float(cfg.loss.label_smoothing),
+                   triplet_margin=float(cfg.loss.triplet_margin), weights=weights)
+
+
+def set_tokenizer_frozen(model: nn.Module, frozen: bool) -> None:
+    if not hasattr(model, "backbone_appearance_feature_extractor"):
+        return
+    from kprtrack.reid.train.checkpoint import freeze_tokenizer
+
+    freeze_tokenizer(model, frozen)
+
+
+# ---------------------------------------------------------------- checkpoints and metrics
+
+def _engine_state(optimizer, scheduler, scaler, epoch: int, iteration: int, cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    return {"engine": {"epoch": int(epoch), "iteration": int(iteration),
+                       "scaler": scaler.state_dict() if scaler is not None else None,
+                       "train_config": OmegaConf.to_container(cfg, resolve=True)}}
+
+
+def save_checkpoint(path: Path, model: nn.Module, arch, epoch: int, optimizer, scheduler, scaler, iteration: int,
+                    cfg) -> None:
+    extra = _engine_state(optimizer, scheduler, scaler, epoch, iteration, cfg)
+    if arch is not None:
+        from kprtrack.reid.train.checkpoint import save_torchreid_checkpoint
+
+        save_torchreid_checkpoint(path, model, arch, epoch, optimizer.state_dict(), scheduler.state_dict(), extra)
+        return
+    buffer = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "epoch": int(epoch), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), **extra}, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def load_resume(path: Path, arch) -> dict:
+    if arch is not None:
+        from kprtrack.reid.train.checkpoint import load_training_checkpoint
+
+        payload = load_training_checkpoint(path)
+    else:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise InputError("not a training checkpoint (no state_dict)", path)
+    return payload
+
+
+def _resume_fields(payload: dict) -> tuple[int, dict | None]:
+    engine = payload.get("engine") or (payload.get("extra") or {}).get("engine") or {}
+    epoch = int(engine.get("epoch", payload.get("epoch", 0)))
+    return epoch, engine.get("scaler")
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
+    write_text(path, out.getvalue())
+
+
+def read_metrics_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (_number(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in rows]
+
+
+def _number(text: str):
+    if text in ("", None):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+class _TensorBoard:
+    def __init__(self, folder: Path, enabled: bool):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            import tensorboard  # noqa: F401  (SummaryWriter needs it)
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        self.writer = SummaryWriter(str(folder))
+
+    def log(self, row: dict) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and value == value:
+                self.writer.add_scalar(f"train/{key}", value, row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ---------------------------------------------------------------- evaluation
+
+def evaluate_checkpoint(cfg, checkpoint: Path, device: torch.device) -> dict:
+    """rank-1 / mAP with prompts (or without when data.prompts=false) on query/gallery, through
+    reid-eval's code and a ``KPRReID`` that loads ``checkpoint`` strictly."""
+    import warnings
+
+    from kprtrack.reid.evaluate import EmbeddingRunner, SplitInput, evaluate_mode, load_split
+    from kprtrack.reid.kpr.stage import KPRReID
+
+    folder = Path(str(cfg.eval.dataset_dir or cfg.data.dataset_dir)).expanduser()
+    if not (folder / "splits" / "query.json").is_file():
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backend = KPRReID(**reid_settings(cfg, checkpoint, device))
+    runner = EmbeddingRunner(backend, batch_size=int(cfg.eval.batch_size))
+    query = SplitInput(folder, "query", load_split(folder, "query"))
+    gallery = SplitInput(folder, "gallery", load_split(folder, "gallery"))
+    results = evaluate_mode(runner, bool(cfg.data.prompts), query, gallery)
+    summary = results.summary([1])
+    return {"rank1": summary["rank1"], "mAP": summary["mAP"]}
+
+
+def reid_settings(cfg, checkpoint: Path | str, device: torch.device | str = "cpu") -> dict:
+    """The ``reid=kpr`` keys that load a checkpoint of this training run."""
+    data = cfg.data
+    return dict(weights=str(checkpoint), backbone=str(cfg.model.backbone), parts=str(data.parts),
+                prompt_parts=str(data.prompt_parts), dim=int(cfg.model.dim), height=int(data.height),
+                width=int(data.width), mean=[float(v) for v in data.mean], std=[float(v) for v in data.std],
+                prompts=bool(data.prompts), use_negative_keypoints=bool(data.use_negative_keypoints),
+                device=str(device), download=False)
+
+
+# ---------------------------------------------------------------- training
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _wrap(model: nn.Module, dist: Dist, find_unused: bool) -> nn.Module:
+    forward = TrainForward(model)
+    if not dist.enabled:
+        return forward
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dist.device.index] if dist.device.type == "cuda" else None
+    return DistributedDataParallel(forward, device_ids=ids, find_unused_parameters=find_unused)
+
+
+def train(cfg) -> dict:
+    """Train as configured; returns {"epochs", "history" (metrics rows), "checkpoint", "output_dir"}."""
+    dist = setup_distributed(str(cfg.device))
+    try:
+        return _train(cfg, dist)
+    finally:
+        if dist.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg, dist: Dist) -> dict:
+    from tqdm import tqdm
+
+    out = Path(str(cfg.output_dir)).expanduser()
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.pth.tar"
+    seed = int(cfg.seed)
+    seed_all(seed)
+    dataset, labels, collate, num_classes = build_train_data(cfg)
+    opt = cfg.optim
+    sampler = PKBatches(labels, int(opt.p), int(opt.k), seed, dist.rank, dist.world_size)
+    if len(sampler) == 0:
+        raise InputError(f"no P={opt.p} x K={opt.k} batch can be drawn from {len(labels)} training images")
+    iters = len(sampler) if cfg.get("max_iters_per_epoch") in (None, 0) else min(len(sampler), int(cfg.max_iters_per_epoch))
+    workers = int(cfg.num_workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                                         pin_memory=dist.device.type == "cuda", persistent_workers=False)
+    seed_all(seed)  # the same initial weights on every rank and in every run
+    model, arch = build_model(cfg, num_classes)
+    model.to(dist.device)
+    if dist.enabled and dist.device.type == "cuda" and bool(cfg.sync_bn):
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    loss_fn = build_loss(cfg, num_classes).to(dist.device)
+    optimizer = build_sgd(model.parameters(), float(opt.lr), float(opt.momentum), float(opt.weight_decay),
+                          bool(opt.nesterov))
+    scheduler = WarmupCosine(optimizer, int(opt.epochs), float(opt.warmup_epochs), float(opt.warmup_factor),
+                             float(opt.min_lr), iters, bool(opt.per_iteration))
+    use_amp = bool(cfg.amp) and dist.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+
+    start_epoch, history = 0, []
+    if bool(cfg.resume) and last.is_file():
+        payload = load_resume(last, arch)
+        state = {k.removeprefix("module."): v for k, v in payload["state_dict"].items()}
+        model.load_state_dict(state, strict=arch is None)
+        if arch is not None:
+            from kprtrack.reid.kpr.checkpoint import load_strict
+
+            load_strict(model, state, last)
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        start_epoch, scaler_state = _resume_fields(payload)
+        if scaler is not None and scaler_state:
+            scaler.load_state_dict(scaler_state)
+        history = [r for r in read_metrics_csv(out / "metrics.csv") if int(r["epoch"]) <= start_epoch]
+        if dist.main:
+            print(f"train-reid: resuming {last} after epoch {start_epoch}")
+    epochs = int(opt.epochs)
+    board = _TensorBoard(out / "tensorboard", dist.main and bool(cfg.tensorboard))
+    freeze_epochs = int(cfg.model.freeze_tokenizer_epochs)
+    frozen_state, wrapped = None, None
+    find_unused = arch is not None  # KPR carries parameters the training path does not use (parts_embed...)
+    it_per_s = float("nan")
+    for epoch in range(start_epoch, epochs):
+        frozen = tokenizer_frozen(epoch, freeze_epochs)
+        if frozen != frozen_state or wrapped is None:
+            set_tokenizer_frozen(model, frozen)
+            wrapped = _wrap(model, dist, find_unused)  # DDP registers the trainable parameters once
+            frozen_state = frozen
+        seed_all(epoch_seed(seed, epoch, dist.rank))
+        sampler.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        started = time.perf_counter()
+        bar = tqdm(total=iters, desc=f"train-reid epoch {epoch + 1}/{epochs}", unit="it",
+                   disable=None if dist.main else True, leave=False)
+        done = 0
+        for i, batch in enumerate(loader):
+            if i >= iters:
+                break
+            scheduler.step(epoch, i)
+            batch = _to_device(batch, dist.device)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                outputs = wrapped(batch["images"], batch.get("prompts"))
+                total, terms = loss_fn(outputs, batch["pids"], batch.get("part_labels"))
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(total).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                total.backward()
+                optimizer.step()
+            sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(torch.as_tensor(value).detach())
+            done += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(total.detach()):.3f}")
+        bar.close()
+        elapsed = time.perf_counter() - started
+        it_per_s = done / elapsed if elapsed > 0 else float("nan")
+        means = dist.mean({k: v / max(1, done) for k, v in sums.items()})
+        row = {"epoch": epoch + 1, "iterations": done, "lr": scheduler.get_last_lr()[0],
+               "tokenizer_frozen": int(frozen) if arch is not None else None,
+               **{k: means[k] for k in ["loss", *sorted(k for k in means if k != "loss")]},
+               "time_s": round(elapsed, 3), "it_per_s": round(it_per_s, 3)}
+        row = {k: v for k, v in row.items() if v is not None}
+        if dist.main:
+            save_checkpoint(last, model, arch, epoch + 1, optimizer, scheduler, scaler, 0, cfg)
+            every = int(cfg.eval_every or 0)
+            if arch is not None and every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
+                row.update(evaluate_checkpoint(cfg, last, dist.device))
+            history.append(row)
+            write_metrics_csv(out / "metrics.csv", history)
+            board.log(row)
+            terms_text = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "iterations"))
+            print(f"train-reid epoch {epoch + 1}/{epochs}: {terms_text}")
+        dist.barrier()
+        if cfg.get("stop_after_epoch") is not None and epoch + 1 >= int(cfg.stop_after_epoch):
+            break
+    board.close()
+    final = ckpt_dir / "model.pth.tar"
+    finished = history and int(history[-1]["epoch"]) >= epochs or start_epoch >= epochs
+    if dist.main:
+        if last.is_file() and finished:
+            save_checkpoint(final, model, arch, epochs, optimizer, scheduler, scaler, 0, cfg)
+    dist.barrier()
+    return {"epochs": epochs, "history": history, "checkpoint": str(final), "output_dir": str(out),
+            "iterations_per_epoch": iters, "it_per_s": it_per_s, "world_size": dist.world_size}
+
+
+def main(argv: list[str]) -> int:
+    from kprtrack.config import compose_command
+
+    cfg = compose_command("train_reid", argv)
+    if cfg is None:
+        return 0
+    result = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {result['checkpoint']}")
+        print(f"metrics: {Path(result['output_dir']) / 'metrics.csv'}")
+    return 0
+
+
+__all__ = ["train", "main", "PKBatches", "WarmupCosine", "reid_settings", "evaluate_checkpoint"]

@@ -1,0 +1,160 @@
+"""The training engine (issue #18): schedule, resume, CSV, DDP equality on CPU, and (once the model,
+loss and data pieces exist) the tiny Swin KPR learning on the demo Occ-PTrack subset."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kprtrack.cli import main as cli_main
+from kprtrack.config import compose
+from kprtrack.reid.train.engine import PKBatches, train
+from kprtrack.reid.train.schedule import WarmupCosine, build_sgd, tokenizer_frozen, warmup_cosine
+
+TOY = ["model.name=toy", "data.layout=synthetic", "data.height=32", "data.width=16", "optim.p=4", "optim.k=4",
+       "optim.lr=0.1", "optim.warmup_epochs=1", "num_workers=0", "device=cpu", "eval_every=0", "tensorboard=false"]
+
+
+def toy_cfg(out: Path, *extra: str):
+    return compose("train_reid", [*TOY, f"output_dir={out}", *extra])
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------- schedule
+
+def test_warmup_ramps_linearly_then_follows_cosine():
+    base, epochs, warm = 0.008, 120, 5
+    lrs = [warmup_cosine(e, base, epochs, warm, 0.01) for e in range(epochs)]
+    assert lrs[0] == pytest.approx(base * 0.01)
+    assert all(b > a for a, b in zip(lrs[:warm], lrs[1:warm + 1]))  # ramps up over the warm-up
+    assert lrs[warm] == pytest.approx(base)  # warm-up done: the cosine starts at the base lr
+    for e in range(warm, epochs):
+        assert lrs[e] == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * (e - warm) / (epochs - warm))))
+    assert all(b < a for a, b in zip(lrs[warm:], lrs[warm + 1:]))
+
+
+def test_without_warmup_starts_at_base_lr():
+    assert warmup_cosine(0, 0.008, 120, 0) == pytest.approx(0.008)
+    assert warmup_cosine(60, 0.008, 120, 0) == pytest.approx(0.004)
+
+
+def test_scheduler_sets_optimizer_lr_per_epoch_or_per_iteration_and_restores():
+    opt = build_sgd([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert opt.defaults["momentum"] == 0.9 and opt.defaults["weight_decay"] == 5e-4 and not opt.defaults["nesterov"]
+    sched = WarmupCosine(opt, epochs=10, warmup_epochs=2, iters_per_epoch=4)
+    sched.step(1, 3)
+    assert sched.get_last_lr()[0] == pytest.approx(0.1 * (0.01 + 0.99 * 0.5))  # per epoch: iteration ignored
+    per_it = WarmupCosine(build_sgd([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 10, 2, iters_per_epoch=4,
+                          per_iteration=True)
+    per_it.step(1, 2)
+    assert per_it.get_last_lr()[0] == pytest.approx(0.1 * (0.01 + 0.99 * 1.5 / 2))
+    other = WarmupCosine(build_sgd([torch.nn.Parameter(torch.zeros(1))], lr=0.5), 3, 0)
+    other.load_state_dict(sched.state_dict())
+    assert other.get_last_lr() == sched.get_last_lr()
+
+
+def test_tokenizer_frozen_for_first_epochs_only():
+    assert [tokenizer_frozen(e, 2) for e in range(4)] == [True, True, False, False]
+    assert not tokenizer_frozen(0, 0)
+
+
+def test_recipes_hold_the_issue_values():
+    cfg = compose("train_reid", [])
+    assert (cfg.optim.p, cfg.optim.k, cfg.optim.lr, cfg.optim.epochs, cfg.optim.warmup_epochs) == (16, 4, 0.008, 120, 5)
+    assert (cfg.data.height, cfg.data.width, cfg.model.dim, cfg.loss.label_smoothing, cfg.loss.triplet_margin) == \
+        (256, 128, 256, 0.1, 0.3)
+    sol = compose("train_reid", ["recipe=sol"])
+    assert (sol.optim.lr, sol.data.height, sol.model.freeze_tokenizer_epochs, sol.model.semantic_weight) == \
+        (0.0002, 384, 20, 0.2)
+    assert compose("train_reid", ["recipe=sol", "optim.lr=0.001"]).optim.lr == 0.001  # the command line wins
+
+
+# ---------------------------------------------------------------- sampler
+
+def test_pk_batches_global_batch_split_over_ranks():
+    labels = [i // 5 for i in range(40)]  # 8 ids x 5 images
+    one = PKBatches(labels, 4, 4, seed=3)
+    batches = list(one)
+    assert len(batches) == len(one) > 0
+    for b in batches:
+        assert len(b) == 16 and len({labels[i] for i in b}) == 4
+    halves = [list(PKBatches(labels, 4, 4, seed=3, rank=r, world_size=2)) for r in (0, 1)]
+    assert [a + b for a, b in zip(*halves)] == batches
+    one.set_epoch(1)
+    assert list(one) != batches
+
+
+# ---------------------------------------------------------------- engine with the toy model
+
+def test_toy_training_writes_metrics_checkpoints_and_lr_follows_schedule(tmp_path):
+    result = train(toy_cfg(tmp_path, "optim.epochs=3"))
+    table = rows(tmp_path / "metrics.csv")
+    assert [int(r["epoch"]) for r in table] == [1, 2, 3]
+    assert {"lr", "loss", "id", "time_s", "iterations"} <= set(table[0])
+    expected = [warmup_cosine(e, 0.1, 3, 1, 0.01) for e in range(3)]
+    assert [float(r["lr"]) for r in table] == pytest.approx(expected)
+    assert (tmp_path / "checkpoints" / "last.pth.tar").is_file()
+    assert Path(result["checkpoint"]).is_file()
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_schedule(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(toy_cfg(straight, "optim.epochs=4"))
+    train(toy_cfg(split, "optim.epochs=4", "stop_after_epoch=2"))  # as if killed after epoch 2
+    assert not (split / "checkpoints" / "model.pth.tar").exists()
+    assert len(rows(split / "metrics.csv")) == 2
+    train(toy_cfg(split, "optim.epochs=4"))  # finds checkpoints/last.pth.tar
+    a, b = rows(straight / "metrics.csv"), rows(split / "metrics.csv")
+    assert [r["epoch"] for r in b] == ["1", "2", "3", "4"]
+    for ra, rb in zip(a, b):
+        for key in ("lr", "loss", "id", "iterations"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-5, abs=1e-7)
+    wa = torch.load(straight / "checkpoints" / "model.pth.tar", weights_only=True)["state_dict"]
+    wb = torch.load(split / "checkpoints" / "model.pth.tar", weights_only=True)["state_dict"]
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
+
+
+def _torchrun(nproc: int, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "kprtrack", "train-reid", *TOY, f"output_dir={out}", *extra]
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "kprtrack", "train-reid", *TOY, f"output_dir={out}", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo_same_loss_curve_as_one(tmp_path):
+    """Same global batch (P*K = 16: 8 per rank) -> same curve. The toy model has no BatchNorm and a
+    per-sample-mean loss, so DDP's gradient averaging equals the single-process gradient; KPR's
+    BatchNorm statistics and batch-hard triplet mining are per process (see docs/train_reid.md)."""
+    one, two = _torchrun(1, tmp_path / "one", "optim.epochs=3"), _torchrun(2, tmp_path / "two", "optim.epochs=3")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = rows(tmp_path / "one" / "metrics.csv"), rows(tmp_path / "two" / "metrics.csv")
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b):
+        assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), rel=1e-4)
+        assert float(ra["lr"]) == pytest.approx(float(rb["lr"]))
+    wa = torch.load(tmp_path / "one" / "checkpoints" / "model.pth.tar", weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "two" / "checkpoints" / "model.pth.tar", weights_only=True)["state_dict"]
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-6)
+
+
+def test_cli_help_lists_train_reid(capsys):
+    assert cli_main(["train-reid", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "recipe" in text and "warmup_epochs" in text
