@@ -100,54 +100,6 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 # ---------------------------------------------------------------- data
 
-class PKBatches:
-    """torchreid's RandomIdentitySampler as a batch sampler: each global batch has P identities x K
-    images (identities with fewer than K images are drawn with replacement); a rank gets its
-    contiguous slice of ``P*K/world_size`` indices. Deterministic in (seed, epoch)."""
-
-    def __init__(self, labels, p: int, k: int, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.labels = np.asarray(labels)
-        self.p, self.k, self.seed = int(p), int(k), int(seed)
-        self.rank, self.world_size = int(rank), int(world_size)
-        if (self.p * self.k) % self.world_size:
-            raise InputError(f"batch P*K = {self.p * self.k} is not divisible by {self.world_size} processes")
-        self.ids = sorted(set(self.labels.tolist()))
-        if len(self.ids) < self.p:
-            raise InputError(f"P={self.p} identities per batch but the training set has {len(self.ids)}")
-        self.epoch = 0
-        self._len = len(self._global_batches())
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def _global_batches(self) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        chunks: dict[int, list[list[int]]] = {}
-        for pid in self.ids:
-            idx = np.flatnonzero(self.labels == pid)
-            if len(idx) < self.k:
-                idx = rng.choice(idx, self.k, replace=True)
-            idx = rng.permutation(idx)
-            chunks[pid] = [idx[i:i + self.k].tolist() for i in range(0, len(idx) - self.k + 1, self.k)]
-        batches, available = [], [pid for pid in self.ids if chunks[pid]]
-        while len(available) >= self.p:
-            picked = rng.choice(len(available), self.p, replace=False)
-            batch = []
-            for j in sorted(picked):
-                batch += chunks[available[j]].pop(0)
-            batches.append(batch)
-            available = [pid for pid in available if chunks[pid]]
-        return batches
-
-    def __iter__(self):
-        share = self.p * self.k // self.world_size
-        for batch in self._global_batches():
-            yield batch[self.rank * share:(self.rank + 1) * share]
-
-    def __len__(self) -> int:
-        return self._len
-
-
 class SyntheticSet(torch.utils.data.Dataset):
     """Engine tests only: identity-coloured noise images."""
 
@@ -183,39 +135,35 @@ def collate_dicts(items: list[dict]) -> dict:
 
 
 def build_train_data(cfg):
-    """-> (dataset, labels, collate_fn, num_classes)."""
+    """-> (dataset, labels, num_classes)."""
     data = cfg.data
     if str(data.layout) == "synthetic":
         ds = SyntheticSet(int(data.synthetic.num_ids), int(data.synthetic.per_id), int(data.height),
                           int(data.width), int(cfg.seed))
-        return ds, ds.labels, collate_dicts, int(data.synthetic.num_ids)
-    from kprtrack.reid.train import data as train_data  # helper B's data set
-
-    ds = train_data.build_train_set(cfg) if hasattr(train_data, "build_train_set") else _reid_train_set(cfg)
-    labels = [int(v) for v in ds.labels]
-    collate = getattr(train_data, "make_batch", None) or getattr(train_data, "collate", None) or collate_dicts
-    return ds, labels, collate, int(getattr(ds, "num_classes", len(set(labels))))
-
-
-def _reid_train_set(cfg):
+        return ds, ds.labels, int(data.synthetic.num_ids)
     from kprtrack.reid.train.data import ReidTrainSet
 
-    return ReidTrainSet(**_train_set_kwargs(cfg))
+    folder = Path(str(data.dataset_dir)).expanduser()
+    if not folder.is_dir():
+        raise InputError("training data folder not found (reid-dataset output or a Market-style folder)", folder)
+    ds = ReidTrainSet(folder, split=str(data.split), scheme=str(data.parts),
+                      keypoint_labels=bool(data.keypoint_labels),
+                      labels_dir=str(data.labels_dir) if data.get("labels_dir") else None)
+    return ds, ds.labels, ds.num_classes
 
 
-def _train_set_kwargs(cfg) -> dict:
-    """The ``data`` keys ReidTrainSet takes (the rest are the engine's)."""
-    import inspect
+def build_collate(cfg, seed: int):
+    """The batch maker for one epoch (its own generator, seeded from (seed, epoch, rank))."""
+    if str(cfg.data.layout) == "synthetic":
+        return collate_dicts
+    from kprtrack.reid.train.data import BatchConfig, Collate
 
-    from omegaconf import OmegaConf
-
-    from kprtrack.reid.train.data import ReidTrainSet
-
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    aug = OmegaConf.to_container(cfg.aug, resolve=True)
-    wanted = inspect.signature(ReidTrainSet).parameters
-    pool = {**{f"aug_{k}": v for k, v in aug.items()}, **aug, **data, "seed": int(cfg.seed)}
-    return {k: v for k, v in pool.items() if k in wanted}
+    data, aug = cfg.data, cfg.aug
+    return Collate(BatchConfig(height=int(data.height), width=int(data.width), train=True,
+                               prompts=bool(data.prompts), prompt_parts=str(data.prompt_parts),
+                               use_negative=bool(data.use_negative_keypoints), vis_thresh=float(data.vis_thresh),
+                               scheme=str(data.parts), padding=int(aug.crop_pad), erasing_p=float(aug.erasing),
+                               bipo_p=float(aug.bipo), flip_p=float(aug.flip)), seed=seed)
 
 
 # ---------------------------------------------------------------- model and loss
@@ -339,7 +287,11 @@ def save_checkpoint(path: Path, model: nn.Module, arch, epoch: int, optimizer, s
     if arch is not None:
         from kprtrack.reid.train.checkpoint import save_torchreid_checkpoint
 
-        save_torchreid_checkpoint(path, model, arch, epoch, optimizer.state_dict(), scheduler.state_dict(), extra)
+        data = cfg.data
+        save_torchreid_checkpoint(path, model, arch, epoch, optimizer.state_dict(), scheduler.state_dict(), extra,
+                                  parts=str(data.parts), prompt_parts=str(data.prompt_parts),
+                                  mean=[float(v) for v in data.mean], std=[float(v) for v in data.std],
+                                  vis_thresh=float(data.vis_thresh))
         return
     buffer = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "epoch": int(epoch), "optimizer": optimizer.state_dict(),
@@ -402,11 +354,12 @@ class _TensorBoard:
         self.writer = None
         if not enabled:
             return
-        try:
-            import tensorboard  # noqa: F401  (SummaryWriter needs it)
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:  # SummaryWriter needs it
             return
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(str(folder))
 
     def log(self, row: dict) -> None:
@@ -490,15 +443,18 @@ def _train(cfg, dist: Dist) -> dict:
     last = ckpt_dir / "last.pth.tar"
     seed = int(cfg.seed)
     seed_all(seed)
-    dataset, labels, collate, num_classes = build_train_data(cfg)
+    dataset, labels, num_classes = build_train_data(cfg)
     opt = cfg.optim
-    sampler = PKBatches(labels, int(opt.p), int(opt.k), seed, dist.rank, dist.world_size)
+    from kprtrack.reid.train.data import PKSampler
+
+    try:
+        sampler = PKSampler(labels, int(opt.p), int(opt.k), seed, dist.rank, dist.world_size)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     if len(sampler) == 0:
         raise InputError(f"no P={opt.p} x K={opt.k} batch can be drawn from {len(labels)} training images")
     iters = len(sampler) if cfg.get("max_iters_per_epoch") in (None, 0) else min(len(sampler), int(cfg.max_iters_per_epoch))
     workers = int(cfg.num_workers)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                                         pin_memory=dist.device.type == "cuda", persistent_workers=False)
     seed_all(seed)  # the same initial weights on every rank and in every run
     model, arch = build_model(cfg, num_classes)
     model.to(dist.device)
@@ -543,6 +499,9 @@ def _train(cfg, dist: Dist) -> dict:
             frozen_state = frozen
         seed_all(epoch_seed(seed, epoch, dist.rank))
         sampler.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(  # per epoch: its batch maker is seeded from (seed, epoch, rank)
+            dataset, batch_sampler=sampler, collate_fn=build_collate(cfg, epoch_seed(seed, epoch, dist.rank)),
+            num_workers=workers, pin_memory=dist.device.type == "cuda")
         model.train()
         sums: dict[str, float] = {}
         started = time.perf_counter()
@@ -617,4 +576,4 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["train", "main", "PKBatches", "WarmupCosine", "reid_settings", "evaluate_checkpoint"]
+__all__ = ["train", "main", "reid_settings", "evaluate_checkpoint"]
