@@ -155,6 +155,16 @@ def shell_completion(argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `kprtrack run --help | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from kprtrack.runtime import configure_process
 
     configure_process()  # the entry point owns the process: opt in to kprtrack/runtime.py's settings, before numpy

@@ -39,6 +39,7 @@ COMMAND_HELP = {
     "reid-dataset": ({}, ["root: ???", "output_dir: occ_ptrack", "query_ratio: 0.2"]),
     "reid-eval": ({"reid": ["kpr", "onnx", "part_colors*"]}, ["dataset_dir: occ_ptrack", "prompts: both"]),
     "reid-labels": ({}, ["dataset_dir: ???", "method: keypoints", "scheme: eight", "output: null"]),
+    "train-reid": ({"recipe": ["in*", "sol"]}, ["output_dir: train_reid", "eval_every: 10", "dataset_dir: occ_ptrack"]),
     "merge": ({}, ["root=None", "output.dir=None", "run.evaluate=None", "link=True", "force=False"]),
 }
 
