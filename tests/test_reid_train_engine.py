@@ -148,7 +148,7 @@ def test_cli_help_lists_train_reid(capsys):
 # ---------------------------------------------------------------- the tiny Swin KPR on real pieces
 
 TINY = ["model.backbone=swinv2_tiny_window8_256", "data.height=64", "data.width=32", "optim.p=4", "optim.k=4",
-        "optim.warmup_epochs=1", "optim.lr=0.002", "num_workers=0", "device=cpu", "tensorboard=false"]
+        "optim.warmup_epochs=1", "optim.lr=0.0005", "num_workers=0", "device=cpu", "tensorboard=false"]
 
 
 @pytest.fixture(scope="module")
@@ -176,33 +176,40 @@ def _random_init_map(cfg, folder: Path) -> float:
 
 @pytest.mark.slow
 def test_tiny_swin_learns_on_demo_occ_ptrack(demo_occ, tmp_path, capsys):
+    """Every loss term decreases (mean of the first vs the last epoch) with the recipe's structure
+    (upstream loss weights, raw-Euclidean part triplet, 0.35 pixel CE). lr 0.0005 and no warm-up: at
+    higher lr the identity/triplet gradients reaching the attention maps through the part pooling
+    outpace the 0.35-weighted pixel CE of this random-init tiny model (docs/train_reid.md)."""
     import time
 
     from kprtrack.reid.kpr.stage import KPRReID
     from kprtrack.reid.train.engine import reid_settings
 
     cfg = compose("train_reid", [*TINY, f"data.dataset_dir={demo_occ}", f"output_dir={tmp_path / 'run'}",
-                                 "optim.epochs=10", "max_iters_per_epoch=3", "eval_every=10"])
+                                 "optim.epochs=20", "optim.warmup_epochs=0", "optim.min_lr=0.0005",
+                                 "eval_every=20"])
     started = time.perf_counter()
     result = train(cfg)
     elapsed = time.perf_counter() - started
     table = rows(tmp_path / "run" / "metrics.csv")
     iterations = sum(int(r["iterations"]) for r in table)
-    assert iterations >= 24  # a few dozen (10 epochs of the demo's 2-3 P x K batches)
+    assert iterations >= 50  # a few dozen P x K batches (the demo's 10 identities: 3 per epoch)
     terms = [k for k in table[0] if k.endswith(("_id", "_tr", "_ce"))]
-    assert {"globl_id", "foreg_id", "conct_id", "parts_tr", "pixls_ce"} <= set(terms)
-    # parts_tr (batch-hard triplet on the parts) is left out: over 30 iterations of random P x K batches
-    # it stays noisy around 0.35-0.45 (reported in issue #18, to be revisited with more iterations).
-    for term in [t for t in terms if t != "parts_tr"] + ["loss"]:
-        assert float(table[-1][term]) < float(table[0][term]), (term, [r[term] for r in table])
+    assert set(terms) == {"globl_id", "foreg_id", "conct_id", "parts_tr", "pixls_ce"}
+    def mean(part, term):  # 3 epochs (~9 iterations) per mean: single 3-iteration epochs are noisy
+        return sum(float(r[term]) for r in part) / len(part)
+
+    for term in terms + ["loss"]:
+        assert mean(table[-3:], term) < mean(table[:3], term), (term, [r[term] for r in table])
     trained_map = float(table[-1]["mAP"])
     random_map = _random_init_map(cfg, tmp_path)
     assert trained_map > random_map
     backend = KPRReID(**reid_settings(cfg, result["checkpoint"]))  # strict load, as reid=kpr does
     assert backend.arch.dim_reduce_output == 256
     with capsys.disabled():
-        print(f"\ntiny Swin 64x32, batch 16, CPU: {result['it_per_s']:.2f} it/s (last epoch); {iterations} it in {elapsed:.1f} s "
-              f"with eval; mAP {random_map:.1f} (random init) -> {trained_map:.1f}")
+        print(f"\ntiny Swin 64x32, batch 16, CPU: {result['it_per_s']:.2f} it/s (last epoch); {iterations} it in "
+              f"{elapsed:.1f} s with eval; mAP {random_map:.1f} (random init) -> {trained_map:.1f}; "
+              + ", ".join(f"{t} {mean(table[:3], t):.3f}->{mean(table[-3:], t):.3f}" for t in terms))
 
 
 @pytest.mark.slow

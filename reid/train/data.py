@@ -81,13 +81,34 @@ def _pid_of(name: str) -> str | None:
 
 
 def read_market_folder(root: Path, subset: str = "train") -> list[dict]:
-    """Records of a Market-1501 / Occluded-Duke style folder with KPR keypoint JSON (see module doc)."""
+    """Records of a Market-1501 / Occluded-Duke style folder with KPR keypoint JSON (see module doc).
+    A folder without images of its own but with Market-style sub-folders (``group1/images``,
+    ``group2/images`` ...) is read as the union of those sub-folders (identity = file-name prefix,
+    shared across sub-folders), each with its own ``keypoints/`` and ``labels/``."""
     root = Path(root)
+    records = _read_market_images(root, subset)
+    if records is not None:
+        return records
+    records = []
+    found = False
+    for sub in sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []:
+        part = _read_market_images(sub, subset)
+        if part is not None:
+            found = True
+            records += part
+    if not found:
+        raise InputError(f"no image folder (images/, {MARKET_SUBSETS.get(subset, subset)}/) with images, "
+                         "nor sub-folders holding one", root)
+    return records
+
+
+def _read_market_images(root: Path, subset: str) -> list[dict] | None:
+    """One Market-style folder's records; None when it has no image folder."""
     candidates = [root / "images", root / MARKET_SUBSETS.get(subset, subset), root / subset, root]
     image_dir = next((d for d in candidates if d.is_dir() and any(
         p.suffix.lower() in IMAGE_SUFFIXES for p in d.iterdir())), None)
     if image_dir is None:
-        raise InputError(f"no image folder (images/, {MARKET_SUBSETS.get(subset, subset)}/) with images", root)
+        return None
     kp_dirs = [root / "keypoints" / image_dir.name, root / "keypoints", image_dir.parent / "keypoints"]
     mask_dirs = [root / "masks" / "pifpaf_maskrcnn_filtering" / image_dir.name, root / "labels" / image_dir.name,
                  root / "labels"]

@@ -260,7 +260,8 @@ def build_loss(cfg, num_classes: int):
 
     weights = OmegaConf.to_container(cfg.loss.weights, resolve=True) if cfg.loss.get("weights") else None
     return KPRLoss(num_classes, label_smoothing=float(cfg.loss.label_smoothing),
-                   triplet_margin=float(cfg.loss.triplet_margin), weights=weights)
+                   triplet_margin=float(cfg.loss.triplet_margin), weights=weights,
+                   triplet_distance=str(cfg.loss.get("triplet_distance", "euclidean")))
 
 
 def set_tokenizer_frozen(model: nn.Module, frozen: bool) -> None:

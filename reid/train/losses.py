@@ -40,13 +40,16 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
 
 
 def masked_part_distance_torch(a_feats: torch.Tensor, a_vis: torch.Tensor | None, b_feats: torch.Tensor,
-                               b_vis: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                               b_vis: torch.Tensor | None, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Torch twin of ``tracker.part_distance.part_distance`` (differentiable in the features).
 
     a_feats [A, P, D], b_feats [B, P, D]; visibility [A, P] / [B, P] bool or float (None = all visible).
     Every part vector is L2-normalised; per-part Euclidean distance weighted by sqrt(vis_a * vis_b)
     (= AND for binary visibility); weighted mean over parts, halved, clipped to [0, 1]; 1 where no part
     is mutually visible. Parts with non-finite values count as invisible (as in the numpy code).
+    ``normalize=False``: upstream BPBReID's training scale instead: raw (not normalised) per-part
+    Euclidean distances, visibility-weighted mean over parts, not halved nor clipped (pairs without a
+    common part read 0 and must be masked with ``has_common_part``).
     Returns (distance [A, B], has_common_part [A, B] bool).
     """
     def prepare(feats, vis):
@@ -57,7 +60,7 @@ def masked_part_distance_torch(a_feats: torch.Tensor, a_vis: torch.Tensor | None
         finite = torch.isfinite(feats).all(dim=-1) & torch.isfinite(weights)
         feats = torch.where(finite[..., None], feats, torch.zeros((), device=feats.device))
         weights = torch.where(finite, weights, torch.zeros((), device=feats.device))
-        unit = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        unit = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12) if normalize else feats
         return unit.transpose(0, 1), weights.clamp_min(0.0).sqrt().T  # [P, N, D], [P, N]
 
     unit_a, w_a = prepare(a_feats, a_vis)
@@ -73,6 +76,9 @@ def masked_part_distance_torch(a_feats: torch.Tensor, a_vis: torch.Tensor | None
     weight = w_a[:, :, None] * w_b[:, None, :]
     total = weight.sum(0)
     has_common = total > 0
+    if not normalize:
+        mean = (dist * weight).sum(0) / total.clamp_min(1e-12)
+        return torch.where(has_common, mean, torch.zeros((), device=mean.device)), has_common
     mean = (dist * weight).sum(0) / (2.0 * total.clamp_min(1e-12))
     distance = torch.where(has_common, mean, torch.ones((), device=mean.device)).clamp(0.0, 1.0)
     return distance, has_common
@@ -143,8 +149,11 @@ class KPRLoss(nn.Module):
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.1, triplet_margin: float = 0.3,
                  weights: Mapping | None = None, part_label_smoothing: float = 0.1,
-                 use_visibility: bool = True):
+                 use_visibility: bool = True, triplet_distance: str = "euclidean"):
         super().__init__()
+        if triplet_distance not in ("euclidean", "tracker"):
+            raise ValueError(f"triplet_distance must be 'euclidean' or 'tracker', got {triplet_distance!r}")
+        self.triplet_distance = triplet_distance
         self.num_classes = int(num_classes)
         self.label_smoothing = float(label_smoothing)
         self.triplet_margin = float(triplet_margin)
@@ -169,7 +178,8 @@ class KPRLoss(nn.Module):
                     vis = outputs.visibility[:, 1:].detach() if self.use_visibility else None
                 else:
                     feats, vis = getattr(outputs, group)[:, None], None
-                distance, common = masked_part_distance_torch(feats, vis, feats, vis)
+                distance, common = masked_part_distance_torch(feats, vis, feats, vis,
+                                                              normalize=self.triplet_distance == "tracker")
                 terms[f"{group}_tr"] = batch_hard_triplet_loss(distance, pids, self.triplet_margin, common)
         if self.weights["pixls"]["ce"] and part_labels is not None:
             terms["pixls_ce"] = part_prediction_loss(outputs.pixel_logits, part_labels, self.part_label_smoothing)
