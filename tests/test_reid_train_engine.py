@@ -301,3 +301,26 @@ def test_tiny_swin_trains_on_real_soccer_crops(tmp_path, capsys):
             f"{t} {mean(table[:5], t):.3f}->{mean(table[-5:], t):.3f}" for t in terms)
             + f"; leave-one-out mAP {random_map:.1f} (random init) -> {trained_map:.1f}")
     assert trained_map >= random_map
+
+
+@pytest.mark.slow
+def test_trained_checkpoint_tracks_the_demo_with_reid_kpr(demo_occ, tmp_path):
+    """End to end: a trained tiny checkpoint in ``python -m kprtrack run reid=kpr`` on the demo (its
+    oracle detector/pose). The shape keys (backbone, dim, height, width) are passed as reid.* because
+    ``reid=kpr`` builds the network from its own config and then loads strictly: a mismatch is an error,
+    not silently taken from the checkpoint."""
+    import json
+
+    cfg = compose("train_reid", [*TINY, f"data.dataset_dir={demo_occ}", f"output_dir={tmp_path / 'train'}",
+                                 "optim.epochs=1", "max_iters_per_epoch=2", "eval_every=0"])
+    checkpoint = train(cfg)["checkpoint"]
+    args = ["dataset=demo", "reid=kpr", f"reid.weights={checkpoint}", "reid.backbone=swinv2_tiny_window8_256",
+            "reid.dim=256", "reid.height=64", "reid.width=32", "reid.device=cpu", "reid.download=false",
+            "run.progress=false", "output.render=false", f"output.dir={tmp_path / 'run'}"]
+    result = subprocess.run([sys.executable, "-m", "kprtrack", "run", *args], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jsons = sorted((tmp_path / "run" / "posetrack21" / "sequences").glob("*.json"))
+    assert jsons
+    tracks = {a["track_id"] for p in jsons for a in json.loads(p.read_text())["annotations"]}
+    assert tracks
