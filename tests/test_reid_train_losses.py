@@ -178,10 +178,11 @@ def _unit(angle):
 
 def test_triplet_margin_acts():
     # One part, 2-d features; pids [0, 0, 1]. Distances (tracker's, halved chord): d(a,p), d(a,n).
-    def loss_for(neg_angle, margin):
-        parts = torch.stack([_unit(0.0), _unit(0.2), _unit(neg_angle)])[:, None, :]  # [3, 1, 2]
+    def loss_for(neg_angle, margin, distance="tracker", scale=1.0):
+        parts = scale * torch.stack([_unit(0.0), _unit(0.2), _unit(neg_angle)])[:, None, :]  # [3, 1, 2]
         out = _fake_outputs(parts=parts, vis=torch.ones(3, 2))
-        _, terms = KPRLoss(2, triplet_margin=margin, weights=_only("parts", "tr"))(out, torch.tensor([0, 0, 1]))
+        _, terms = KPRLoss(2, triplet_margin=margin, weights=_only("parts", "tr"),
+                           triplet_distance=distance)(out, torch.tensor([0, 0, 1]))
         return float(terms["parts_tr"])
 
     chord = lambda t: 2 * math.sin(t / 2) / 2  # noqa: E731  tracker distance between unit vectors at angle t
@@ -195,6 +196,13 @@ def test_triplet_margin_acts():
     # The margin shifts the (active) hinge one-for-one.
     assert loss_for(near, 0.4) - loss_for(near, 0.3) == pytest.approx(0.1, abs=1e-5)
     assert loss_for(math.pi, 0.0) == 0.0 and loss_for(math.pi, 1.5) > 0
+    # The training default (upstream's scale): raw Euclidean part distance, not normalised nor halved.
+    for scale in (1.0, 3.0):
+        dp, dn0, dn1 = (scale * 2 * chord(t) for t in (0.2, near, near - 0.2))
+        expected = (max(0, dp - dn0 + 0.3) + max(0, dp - dn1 + 0.3)) / 2
+        assert loss_for(near, 0.3, "euclidean", scale) == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="triplet_distance"):
+        KPRLoss(2, triplet_distance="cosine")
 
 
 def test_triplet_ignores_pairs_without_a_common_visible_part():

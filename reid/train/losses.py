@@ -5,16 +5,17 @@ Upstream defaults (torchreid fork ``default_config``: ``loss.part_based.weights`
 * identity cross-entropy with label smoothing 0.1 on the holistic embeddings' logits:
   ``globl``, ``foreg`` and ``conct`` (weight 1 each; ``backg`` and ``parts`` 0);
 * batch-hard triplet loss, margin 0.3, on the K part embeddings (``parts``, weight 1) compared with
-  the visibility-masked part distance (the tracker's ``masked_part_distance``, mirrored in torch by
-  :func:`masked_part_distance_torch`); holistic triplets (``globl``/``foreg``/``conct`` ``tr``) are 0
+  a visibility-masked part distance (:func:`masked_part_distance_torch`, the torch twin of the
+  tracker's, here by default on upstream's raw-Euclidean scale); holistic triplets (``globl``/``foreg``/``conct`` ``tr``) are 0
   by default and, when enabled, use the same distance on the single embedding (no visibility);
 * part-prediction loss: pixel-wise cross-entropy (label smoothing 0.1, upstream
   ``BodyPartAttentionLoss``) of the pixel-to-part logits against integer parsing labels, weight 0.35.
 
-Differences from upstream, on purpose: the triplet distance is the tracker's (L2-normalised parts,
-masked mean, halved to [0, 1]) rather than upstream's raw Euclidean part distance, so the margin 0.3
-is on the scale the tracker uses; pairs without a mutually visible part are left out of the mining
-(upstream gives them no valid distance either); visibility is read without gradient.
+Triplet distance (``triplet_distance``): ``euclidean`` (default, upstream's training scale: raw part
+embeddings, per-part Euclidean distance, visibility-weighted mean over mutually visible parts) or
+``tracker`` (the tracker's L2-normalised, halved [0, 1] distance; with margin 0.3 it barely trains a
+random-init model, see docs/train_reid.md). Pairs without a mutually visible part are left out of the
+mining (upstream gives them no valid distance either); visibility is read without gradient.
 """
 from __future__ import annotations
 
