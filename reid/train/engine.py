@@ -229,26 +229,18 @@ def build_model(cfg, num_classes: int):
 
     arch = build_arch(cfg, num_classes)
     model = KPR(arch)
-    if cfg.model.get("pretrained"):
-        load_backbone_weights(model, str(cfg.model.pretrained))
+    weights = cfg.model.get("backbone_weights")
+    if weights == "auto":  # the registry entry named after the backbone; none (test-size variants): random init
+        from kprtrack.reid.train.backbones import BACKBONE_WEIGHTS
+
+        weights = str(cfg.model.backbone) if str(cfg.model.backbone) in BACKBONE_WEIGHTS else None
+        if weights is None:
+            print(f"train-reid: no registry backbone weights for {cfg.model.backbone}: random init")
+    if weights:
+        from kprtrack.reid.train.backbones import load_backbone_weights
+
+        load_backbone_weights(model, str(weights), download=bool(cfg.model.get("backbone_weights_download", True)))
     return model, arch
-
-
-def load_backbone_weights(model, weights: str) -> None:
-    """ImageNet/SOLIDER backbone weights (a file, URL or registry name) into the Swin backbone,
-    non-strictly (the classifier head of the backbone checkpoint is not part of KPR)."""
-    from kprtrack.weights import resolve_weights, torch_load
-
-    path = resolve_weights(weights)
-    payload = torch_load(path)
-    state = payload.get("model", payload.get("state_dict", payload)) if isinstance(payload, dict) else payload
-    target = model.backbone_appearance_feature_extractor.model
-    own = target.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise InputError("no tensor of the backbone checkpoint matches the KPR backbone", path)
-    target.load_state_dict(usable, strict=False)
-    print(f"train-reid: backbone weights {path}: {len(usable)}/{len(own)} tensors loaded")
 
 
 def build_loss(cfg, num_classes: int):
