@@ -5,6 +5,12 @@ CPU, nccl on CUDA). The sampler draws one global batch of P identities x K image
 and every rank takes its contiguous slice of it, so N processes see the same global batch as one.
 Loss terms are averaged over ranks before logging.
 
+Gradient accumulation: ``optim.sub_batches=S`` splits every rank's slice into S contiguous
+sub-batches, each collated by the batch maker that rank ``rank * S + s`` of a W*S-process run would
+use, forwarded and backpropagated with its loss scaled 1/S, then one optimiser step. So one process
+with S sub-batches computes exactly the per-step update of S processes under torchrun (BatchNorm
+statistics and triplet mining per sub-batch, as per rank), and a large global batch fits a small GPU.
+
 Per epoch (rank 0): ``<output_dir>/metrics.csv`` (rewritten atomically: epoch, iterations, lr,
 every loss term, time), TensorBoard scalars if ``tensorboard`` is installed, ``checkpoints/last.pth.tar``
 (model, optimiser, schedule, epoch; torchreid layout, loads in ``reid=kpr``), rank-1/mAP on the
@@ -21,6 +27,7 @@ cross-entropy term) that exercises the engine itself: schedule, resume, CSV, DDP
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -152,6 +159,18 @@ def build_train_data(cfg):
     return ds, ds.labels, ds.num_classes
 
 
+class SliceCollate:
+    """Collates one rank's P*K/W indices as ``len(makers)`` contiguous sub-batches, sub-batch s by
+    ``makers[s]`` (its own generator) -> a list of batches. Picklable (DataLoader workers)."""
+
+    def __init__(self, makers: list):
+        self.makers = list(makers)
+
+    def __call__(self, items: list) -> list[dict]:
+        n = len(items) // len(self.makers)
+        return [make(items[s * n:(s + 1) * n]) for s, make in enumerate(self.makers)]
+
+
 def build_collate(cfg, seed: int):
     """The batch maker for one epoch (its own generator, seeded from (seed, epoch, rank))."""
     if str(cfg.data.layout) == "synthetic":
@@ -191,14 +210,18 @@ class ToyLoss(nn.Module):
 
 
 class TrainForward(nn.Module):
-    """DDP only synchronises through ``forward``: this routes it to the model's ``forward_train``."""
+    """DDP only synchronises through ``forward``: this runs the model's ``forward_train`` and the loss,
+    returning (total, detached terms), so DDP's unused-parameter search starts from the loss itself
+    (KPR's training outputs include embeddings no loss term reads: the background branch...)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, loss_fn: nn.Module):
         super().__init__()
         self.model = model
+        self.__dict__["loss_fn"] = loss_fn  # not a submodule: DDP syncs the model only
 
-    def forward(self, images, prompt=None):
-        return self.model.forward_train(images, prompt)
+    def forward(self, images, prompt, pids, part_labels):
+        total, terms = self.loss_fn(self.model.forward_train(images, prompt), pids, part_labels)
+        return total, {k: torch.as_tensor(v).detach() for k, v in terms.items()}
 
 
 def build_arch(cfg, num_classes: int):
@@ -408,8 +431,8 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def _wrap(model: nn.Module, dist: Dist, find_unused: bool) -> nn.Module:
-    forward = TrainForward(model)
+def _wrap(model: nn.Module, loss_fn: nn.Module, dist: Dist, find_unused: bool) -> nn.Module:
+    forward = TrainForward(model, loss_fn)
     if not dist.enabled:
         return forward
     from torch.nn.parallel import DistributedDataParallel
@@ -446,6 +469,10 @@ def _train(cfg, dist: Dist) -> dict:
         raise InputError(str(err)) from None
     if len(sampler) == 0:
         raise InputError(f"no P={opt.p} x K={opt.k} batch can be drawn from {len(labels)} training images")
+    subs = int(opt.get("sub_batches") or 1)
+    if subs < 1 or (int(opt.p) * int(opt.k)) % (dist.world_size * subs):
+        raise InputError(f"optim.sub_batches={subs}: the global batch P x K = {opt.p} x {opt.k} must split "
+                         f"evenly into world_size ({dist.world_size}) x sub_batches ({subs}) slices")
     iters = len(sampler) if cfg.get("max_iters_per_epoch") in (None, 0) else min(len(sampler), int(cfg.max_iters_per_epoch))
     workers = int(cfg.num_workers)
     seed_all(seed)  # the same initial weights on every rank and in every run
@@ -488,12 +515,15 @@ def _train(cfg, dist: Dist) -> dict:
         frozen = tokenizer_frozen(epoch, freeze_epochs)
         if frozen != frozen_state or wrapped is None:
             set_tokenizer_frozen(model, frozen)
-            wrapped = _wrap(model, dist, find_unused)  # DDP registers the trainable parameters once
+            wrapped = _wrap(model, loss_fn, dist, find_unused)  # DDP registers the trainable parameters once
             frozen_state = frozen
         seed_all(epoch_seed(seed, epoch, dist.rank))
         sampler.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(  # per epoch: its batch maker is seeded from (seed, epoch, rank)
-            dataset, batch_sampler=sampler, collate_fn=build_collate(cfg, epoch_seed(seed, epoch, dist.rank)),
+        # per epoch: sub-batch s of this rank is made as rank (rank * subs + s) of a world_size * subs
+        # run would make it, seeded from (seed, epoch, that rank); subs=1: (seed, epoch, rank)
+        makers = [build_collate(cfg, epoch_seed(seed, epoch, dist.rank * subs + s)) for s in range(subs)]
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=SliceCollate(makers),
             num_workers=workers, pin_memory=dist.device.type == "cuda")
         model.train()
         sums: dict[str, float] = {}
@@ -501,28 +531,33 @@ def _train(cfg, dist: Dist) -> dict:
         bar = tqdm(total=iters, desc=f"train-reid epoch {epoch + 1}/{epochs}", unit="it",
                    disable=None if dist.main else True, leave=False)
         done = 0
-        for i, batch in enumerate(loader):
+        for i, slices in enumerate(loader):
             if i >= iters:
                 break
             scheduler.step(epoch, i)
-            batch = _to_device(batch, dist.device)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                outputs = wrapped(batch["images"], batch.get("prompts"))
-                total, terms = loss_fn(outputs, batch["pids"], batch.get("part_labels"))
             optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for s, batch in enumerate(slices):  # gradient accumulation: sum of (slice loss / subs)
+                batch = _to_device(batch, dist.device)
+                sync = s == subs - 1 or not dist.enabled  # DDP all-reduces on the last sub-batch only
+                with (wrapped.no_sync() if not sync else contextlib.nullcontext()):
+                    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                        total, terms = wrapped(batch["images"], batch.get("prompts"), batch["pids"],
+                                               batch.get("part_labels"))
+                    scaled = total / subs if subs > 1 else total
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                step_loss += float(total.detach()) / subs  # logged terms: mean over sub-batches
+                sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) / subs
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + float(torch.as_tensor(value).detach()) / subs
             if scaler is not None:
-                scaler.scale(total).backward()
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                total.backward()
                 optimizer.step()
-            sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(torch.as_tensor(value).detach())
             done += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(total.detach()):.3f}")
+            bar.set_postfix(loss=f"{step_loss:.3f}")
         bar.close()
         elapsed = time.perf_counter() - started
         it_per_s = done / elapsed if elapsed > 0 else float("nan")
