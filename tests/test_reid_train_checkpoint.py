@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from kprtrack.reid.kpr import KPRReID, swin
+from kprtrack.reid.kpr import KPRReID
 from kprtrack.reid.kpr.checkpoint import checkpoint_settings, load_strict, read_checkpoint, unsupported_features
 from kprtrack.reid.kpr.model import KPR, KPRArch
-from kprtrack.reid.kpr.swin import SwinSpec
+from micro_kpr import micro_model, register_micro_backbone
+
 from kprtrack.reid.train.checkpoint import (freeze_tokenizer, load_training_checkpoint, save_torchreid_checkpoint,
                                              tokenizer_parameters)
 from kprtrack.reid.train.losses import KPRLoss
@@ -19,15 +20,11 @@ H, W, D, C = 64, 32, 16, 5
 
 @pytest.fixture(autouse=True)
 def _micro_backbone(monkeypatch):
-    monkeypatch.setitem(swin.SWIN_SPECS, MICRO, SwinSpec(2, embed_dim=16, depths=(2, 2, 2, 2),
-                                                         num_heads=(1, 2, 4, 8), window_size=8))
+    register_micro_backbone(monkeypatch, MICRO)
 
 
 def _model(**kw):
-    torch.manual_seed(0)
-    base = dict(backbone=MICRO, height=H, width=W, dim_reduce_output=D, num_classes=C)
-    base.update(kw)
-    return KPR(KPRArch(**base))
+    return micro_model(MICRO, **{"height": H, "width": W, "dim": D, "num_classes": C, **kw})
 
 
 def _step(model, frozen):

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kprtrack.reid.kpr import swin
-from kprtrack.reid.kpr.model import KPR, KPRArch, TrainOutputs
-from kprtrack.reid.kpr.swin import SwinSpec
+from kprtrack.reid.kpr.model import KPRArch, TrainOutputs
+from micro_kpr import micro_model, register_micro_backbone
+
 from kprtrack.reid.train.losses import (DEFAULT_WEIGHTS, KPRLoss, batch_hard_triplet_loss, identity_loss,
                                          masked_part_distance_torch, part_prediction_loss)
 from kprtrack.tracker.part_distance import part_distance
@@ -20,15 +20,11 @@ H, W, C, K, D = 64, 32, 5, 8, 16
 
 @pytest.fixture(autouse=True)
 def _micro_backbone(monkeypatch):
-    monkeypatch.setitem(swin.SWIN_SPECS, MICRO, SwinSpec(2, embed_dim=16, depths=(2, 2, 2, 2),
-                                                         num_heads=(1, 2, 4, 8), window_size=8))
+    register_micro_backbone(monkeypatch, MICRO)
 
 
 def _model(**kw):
-    torch.manual_seed(0)
-    base = dict(backbone=MICRO, height=H, width=W, dim_reduce_output=D, num_classes=C)
-    base.update(kw)
-    return KPR(KPRArch(**base))
+    return micro_model(MICRO, **{"height": H, "width": W, "dim": D, "num_classes": C, **kw})
 
 
 def _batch(n=8, seed=0):
