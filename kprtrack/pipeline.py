@@ -22,7 +22,7 @@ from kprtrack.record import Detections, Frame
 from kprtrack.run_summary import instrument, summary
 from kprtrack.shards import KEYS as SHARD_KEYS, Shard, from_config as shard_from_config
 from kprtrack.stages import (Dataset, Detector, PoseEstimator, ReID, Source, Tracker, Writer, check_composition,
-                             missing_members, needs_images)
+                             contract_gap, needs_images)
 from kprtrack.writers import POSETRACK_SUBDIR, PoseTrackWriter
 
 # Keys of a stage's config that describe it rather than being constructor arguments.
@@ -294,10 +294,9 @@ def track_sequence(source, stages: Stages, cfg, cache: StageCache) -> tuple[list
     published: a cache failure (a warning) never costs the sequence."""
     from tqdm import tqdm
 
-    missing = missing_members(source, Source)
-    if missing:
-        raise InputError(f"{type(source).__qualname__} is not a Source (it lacks {', '.join(missing)})",
-                         getattr(source, "name", None))
+    gap = contract_gap(source, Source)
+    if gap:
+        raise InputError(gap, getattr(source, "name", None))
     seq_cache = SequenceCache(cache, cfg, stages, source)
     running = [getattr(stages, name) for name in MODEL_STAGES[seq_cache.start:]]  # after the cached ones
     needs_pixels = needs_images([*running, *stages.writers])

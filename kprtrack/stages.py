@@ -149,8 +149,10 @@ def protocol_members(protocol: type) -> list[str]:
     return sorted(names)
 
 
-def missing_members(stage: object, protocol: type) -> list[str]:
-    return [name for name in protocol_members(protocol) if not hasattr(stage, name)]
+def contract_gap(stage: object, protocol: type) -> str | None:
+    """``"<class> is not a <protocol> (it lacks ...)"``, or None when ``stage`` has every member."""
+    missing = [name for name in protocol_members(protocol) if not hasattr(stage, name)]
+    return f"{_name(stage)} is not a {protocol.__name__} (it lacks {', '.join(missing)})" if missing else None
 
 
 def check_composition(dataset: object, chain: Iterable[tuple[str, object, type]]) -> None:
@@ -160,9 +162,9 @@ def check_composition(dataset: object, chain: Iterable[tuple[str, object, type]]
     chain = list(chain)
     problems = []
     for role, stage, protocol in [("dataset", dataset, Dataset), *chain]:
-        missing = missing_members(stage, protocol)
-        if missing:
-            problems.append(f"{role}: {_name(stage)} is not a {protocol.__name__} (it lacks {', '.join(missing)})")
+        gap = contract_gap(stage, protocol)
+        if gap:
+            problems.append(f"{role}: {gap}")
     if problems:
         raise InputError("the composed pipeline does not fit together:\n  " + "\n  ".join(problems))
     available = {IMAGE} | ({GROUND_TRUTH} if dataset.has_ground_truth else set())
