@@ -41,8 +41,9 @@ import torch
 from torch import nn
 
 from kprtrack.errors import InputError
-from kprtrack.io import write_text
+from kprtrack.io import atomic_open, write_text
 from kprtrack.reid.train.schedule import WarmupCosine, build_sgd, tokenizer_frozen
+from kprtrack.weights import torch_load
 
 
 # ---------------------------------------------------------------- distributed
@@ -309,13 +310,9 @@ def save_checkpoint(path: Path, model: nn.Module, arch, epoch: int, optimizer, s
                                   mean=[float(v) for v in data.mean], std=[float(v) for v in data.std],
                                   vis_thresh=float(data.vis_thresh))
         return
-    buffer = io.BytesIO()
-    torch.save({"state_dict": model.state_dict(), "epoch": int(epoch), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), **extra}, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        torch.save({"state_dict": model.state_dict(), "epoch": int(epoch), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), **extra}, handle)
 
 
 def load_resume(path: Path, arch) -> dict:
@@ -324,7 +321,7 @@ def load_resume(path: Path, arch) -> dict:
 
         payload = load_training_checkpoint(path)
     else:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch_load(path)
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise InputError("not a training checkpoint (no state_dict)", path)
     return payload
