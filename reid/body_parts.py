@@ -19,5 +19,13 @@ EIGHT_PARTS: dict[str, list[tuple[int, int]]] = {
 }
 
 
+# KPR's output part schemes (upstream masks.preprocess): names of part embeddings 1..K, which are also
+# the part labels 1..K of human parsing (0 = background).
+PART_SCHEMES: dict[str, tuple[str, ...]] = {
+    "eight": ("head", "left_arm", "right_arm", "torso", "left_leg", "right_leg", "left_feet", "right_feet"),
+    "five_v": ("head", "upper_arms_torso", "lower_arms_torso", "legs", "feet"),
+}
+
+
 def part_keypoints(parts: dict[str, list[tuple[int, int]]]) -> dict[str, list[int]]:
     return {name: sorted({j for seg in segs for j in seg}) for name, segs in parts.items()}

@@ -28,21 +28,16 @@ and openpifpaf's own; without the packages the command stops with one InputError
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from kprtrack.errors import InputError
+from kprtrack.io import atomic_open, write_json
+from kprtrack.reid.body_parts import EIGHT_PARTS, PART_SCHEMES  # label value = 1 + the part's index
 from kprtrack.weights import WeightSpec, resolve_weights
-from kprtrack.reid.body_parts import EIGHT_PARTS
 
-# Part order (label value = 1 + index), as reid/kpr/stage.py PART_SCHEMES.
-PART_SCHEMES: dict[str, tuple[str, ...]] = {
-    "eight": ("head", "left_arm", "right_arm", "torso", "left_leg", "right_leg", "left_feet", "right_feet"),
-    "five_v": ("head", "upper_arms_torso", "lower_arms_torso", "legs", "feet"),
-}
 # Skeleton segments (PoseTrack keypoint index pairs; (i, i) = a disc) per part.
 SCHEME_SEGMENTS: dict[str, dict[str, list[tuple[int, int]]]] = {
     "eight": {**EIGHT_PARTS, "head": EIGHT_PARTS["head"] + [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]},
@@ -429,16 +424,15 @@ def write_labels(dataset_dir: Path, output: Path, method: str = "keypoints", sch
         records = load_split(dataset_dir, split)
         for record in records:
             positive, negative = crop_keypoints(record, path)
-            target = label_path(output, record["file"])
-            target.parent.mkdir(parents=True, exist_ok=True)
             if labeller is not None:
                 fields = labeller(read_crop(dataset_dir, record), positive, negative)
-                np.save(target, fields.astype(np.float32))
+                stored = fields.astype(np.float32)
                 labels = labels_from_fields(fields, scheme)
             else:
                 height, width = _crop_size(dataset_dir, record)
-                labels = keypoint_part_labels(positive, height, width, scheme, threshold, thickness)
-                np.save(target, labels)
+                labels = stored = keypoint_part_labels(positive, height, width, scheme, threshold, thickness)
+            with atomic_open(label_path(output, record["file"]), "wb") as handle:  # whole or absent
+                np.save(handle, stored)
             pixels += np.bincount(labels.ravel(), minlength=len(pixels))[:len(pixels)]
         counts[split] = len(records)
     if not counts:
@@ -454,8 +448,7 @@ def write_labels(dataset_dir: Path, output: Path, method: str = "keypoints", sch
         summary.update(sam_model=labeller.sam_model, sam_weights=labeller.sam_weights,
                        pifpaf_checkpoint=labeller.pifpaf_checkpoint, negatives=labeller.negatives,
                        unprompted=labeller.unprompted)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "labels.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_json(output / "labels.json", summary, indent=2)
     return summary
 
 

@@ -11,6 +11,7 @@ import torch
 from kprtrack.errors import InputError, MissingModelError
 from kprtrack.record import Detections, Frame
 from kprtrack.stages import IMAGE
+from kprtrack.reid.body_parts import PART_SCHEMES
 from kprtrack.reid.crops import IMAGENET_MEAN, IMAGENET_STD, crop_boxes, normalise, resize_images
 from kprtrack.reid.kpr.checkpoint import checkpoint_settings, load_strict, read_checkpoint, unsupported_features
 from kprtrack.reid.kpr.model import GLOBAL_EMBEDDINGS, KPR, PART_EMBEDDINGS, KPRArch
@@ -20,13 +21,6 @@ from kprtrack.reid.kpr.swin import SWIN_SPECS
 from kprtrack.reid.prompts import PROMPT_GROUPS, build_prompt, frame_prompts
 from kprtrack.runtime import reuse_freed_memory_for_cpu_inference
 from kprtrack.weights import resolve_weights
-
-# Output part schemes (upstream masks.preprocess): names of embeddings 1..K.
-PART_SCHEMES: dict[str, tuple[str, ...]] = {
-    "eight": ("head", "left_arm", "right_arm", "torso", "left_leg", "right_leg", "left_feet", "right_feet"),
-    "five_v": ("head", "upper_arms_torso", "lower_arms_torso", "legs", "feet"),
-}
-
 
 class KPRReID:
     """Keypoint Promptable ReID. Constructor keywords are the ``reid`` config keys."""

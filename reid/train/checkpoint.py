@@ -16,6 +16,7 @@ import torch
 
 from kprtrack.errors import InputError
 from kprtrack.io import atomic_open
+from kprtrack.reid.body_parts import PART_SCHEMES
 from kprtrack.reid.crops import IMAGENET_MEAN, IMAGENET_STD
 from kprtrack.reid.kpr.checkpoint import _plain, _safe_globals
 from kprtrack.reid.kpr.model import KPR, KPRArch
@@ -25,8 +26,7 @@ from kprtrack.weights import torch_load
 __all__ = ["tokenizer_parameters", "freeze_tokenizer", "torchreid_config", "save_torchreid_checkpoint",
            "load_training_checkpoint"]
 
-# Output part schemes by number of parts (kprtrack.reid.kpr.stage.PART_SCHEMES).
-_PART_SCHEME_BY_K = {8: "eight", 5: "five_v"}
+_PART_SCHEME_BY_K = {len(parts): name for name, parts in PART_SCHEMES.items()}
 
 
 def tokenizer_parameters(model: KPR) -> dict[str, torch.nn.Parameter]:
