@@ -28,12 +28,8 @@ cross-entropy term) that exercises the engine itself: schedule, resume, CSV, DDP
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,69 +37,11 @@ import torch
 from torch import nn
 
 from kprtrack.errors import InputError
-from kprtrack.io import atomic_open, write_text
+from kprtrack.io import atomic_open
 from kprtrack.reid.train.schedule import WarmupCosine, build_sgd, tokenizer_frozen
+from kprtrack.train.common import (Dist, SliceCollate, TensorBoard, epoch_seed, read_metrics_csv, seed_all,
+                                   setup_distributed, write_metrics_csv)
 from kprtrack.weights import torch_load
-
-
-# ---------------------------------------------------------------- distributed
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
-
-    def mean(self, values: dict[str, float]) -> dict[str, float]:
-        if not self.enabled or not values:
-            return values
-        keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-        if self.device.type == "cuda":
-            t = t.to(self.device)
-        torch.distributed.all_reduce(t)
-        return {k: float(v) / self.world_size for k, v in zip(keys, t.cpu().tolist())}
-
-
-def setup_distributed(device_name: str) -> Dist:
-    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them (or WORLD_SIZE=1) one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device={device_name} but CUDA is not available (use device=cpu)")
-        if device.index is None:
-            device = torch.device("cuda", local if world > 1 else 0)
-        torch.cuda.set_device(device)
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local, device)
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (int(seed) * 1_000_003 + int(epoch) * 10_007 + int(rank) * 101 + 17) % (2 ** 31)
 
 
 # ---------------------------------------------------------------- data
@@ -158,18 +96,6 @@ def build_train_data(cfg):
                       keypoint_labels=bool(data.keypoint_labels),
                       labels_dir=str(data.labels_dir) if data.get("labels_dir") else None)
     return ds, ds.labels, ds.num_classes
-
-
-class SliceCollate:
-    """Collates one rank's P*K/W indices as ``len(makers)`` contiguous sub-batches, sub-batch s by
-    ``makers[s]`` (its own generator) -> a list of batches. Picklable (DataLoader workers)."""
-
-    def __init__(self, makers: list):
-        self.makers = list(makers)
-
-    def __call__(self, items: list) -> list[dict]:
-        n = len(items) // len(self.makers)
-        return [make(items[s * n:(s + 1) * n]) for s, make in enumerate(self.makers)]
 
 
 def build_collate(cfg, seed: int):
@@ -333,61 +259,6 @@ def _resume_fields(payload: dict) -> tuple[int, dict | None]:
     return epoch, engine.get("scaler")
 
 
-def write_metrics_csv(path: Path, rows: list[dict]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
-    write_text(path, out.getvalue())
-
-
-def read_metrics_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: (_number(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in rows]
-
-
-def _number(text: str):
-    if text in ("", None):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-class _TensorBoard:
-    def __init__(self, folder: Path, enabled: bool):
-        self.writer = None
-        if not enabled:
-            return
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:  # SummaryWriter needs it
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(folder))
-
-    def log(self, row: dict) -> None:
-        if self.writer is None:
-            return
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)) and value == value:
-                self.writer.add_scalar(f"train/{key}", value, row["epoch"])
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 # ---------------------------------------------------------------- evaluation
 
 def evaluate_checkpoint(cfg, checkpoint: Path, device: torch.device) -> dict:
@@ -503,7 +374,7 @@ def _train(cfg, dist: Dist) -> dict:
         if dist.main:
             print(f"train-reid: resuming {last} after epoch {start_epoch}")
     epochs = int(opt.epochs)
-    board = _TensorBoard(out / "tensorboard", dist.main and bool(cfg.tensorboard))
+    board = TensorBoard(out / "tensorboard", dist.main and bool(cfg.tensorboard))
     freeze_epochs = int(cfg.model.freeze_tokenizer_epochs)
     frozen_state, wrapped = None, None
     find_unused = arch is not None  # KPR carries parameters the training path does not use (parts_embed...)
