@@ -140,6 +140,8 @@ def test_bad_inputs_are_input_errors_naming_the_file(tmp_path):
         load_detection_items(tmp_path)
     with pytest.raises(InputError, match="mosaic_scale"):
         AugmentConfig(mosaic_scale=(0.0, 1.0))
+    with pytest.raises(InputError, match="mixup_scale"):
+        AugmentConfig(mixup_scale=[1.0])
     with pytest.raises(InputError, match="input_size"):
         DetectionCollate([], (100, 64), seed=0, mosaic=False)
 

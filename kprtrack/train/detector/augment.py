@@ -52,10 +52,14 @@ class AugmentConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"augmentation {name} must be in [0, 1], got {getattr(self, name)!r}")
         for name in ("mosaic_scale", "mixup_scale"):
-            low, high = getattr(self, name)
+            value = getattr(self, name)
+            try:
+                low, high = (float(v) for v in value)  # plain floats, also from a Hydra ListConfig
+            except (TypeError, ValueError):
+                low = high = float("nan")
             if not 0.0 < low <= high:
-                raise InputError(f"augmentation {name} must be (low, high) with 0 < low <= high, "
-                                 f"got {getattr(self, name)!r}")
+                raise InputError(f"augmentation {name} must be (low, high) with 0 < low <= high, got {value!r}")
+            setattr(self, name, (low, high))
         if int(self.max_labels) < 1:
             raise InputError(f"augmentation max_labels must be at least 1, got {self.max_labels!r}")
 
