@@ -1,7 +1,10 @@
-"""Heatmap decoding for heatmap-based top-down models (HRNet): argmax + quarter shift, or DARK.
+"""Heatmap decoding for heatmap-based top-down models (HRNet): argmax + quarter shift, DARK, or UDP.
 
-Coordinates are returned in heatmap pixels; the caller multiplies by input/heatmap stride
-(mmpose's non-UDP convention: heatmap pixel i <-> input pixel i * stride).
+Coordinates are returned in heatmap pixels. The caller converts them to input pixels:
+- ``argmax`` / ``dark`` (mmpose's non-UDP convention): heatmap pixel i <-> input pixel i * stride,
+  stride = input / heatmap;
+- ``udp`` (mmpose's ``UDPHeatmap``, Huang et al. 2020): heatmap pixel i <-> input pixel
+  i * (input - 1) / (heatmap - 1), see :func:`heatmap_to_input_scale`.
 """
 from __future__ import annotations
 
@@ -76,6 +79,39 @@ def dark_offset(heatmaps: np.ndarray, locs: np.ndarray, kernel: int = 11) -> np.
     return locs + np.stack([off_x, off_y], axis=-1).reshape(n, k, 2)
 
 
+def dark_udp_offset(heatmaps: np.ndarray, locs: np.ndarray, kernel: int = 11) -> np.ndarray:
+    """DARK as mmpose 1.x's ``UDPHeatmap`` decodes it (``refine_keypoints_dark_udp``): the modulated
+    heatmap clipped to [1e-3, 50] before the log, edge-padded by one pixel so every maximum is
+    refined (borders included), derivatives from the 3x3 neighbourhood only (second derivatives
+    over +-1 pixel, the mixed one from the two diagonal neighbours), Newton step with the Hessian
+    plus float32 eps on its diagonal. Where that Hessian is still singular (mmpose would raise)
+    the maximum is kept."""
+    n, k, h, w = heatmaps.shape
+    logs = np.log(np.clip(modulate(heatmaps.reshape(n * k, h, w), kernel), 1e-3, 50.0))
+    padded = np.pad(logs, ((0, 0), (1, 1), (1, 1)), mode="edge").astype(np.float64)
+    flat = locs.reshape(n * k, 2)
+    x, y = flat[:, 0].astype(int) + 1, flat[:, 1].astype(int) + 1  # in padded pixels
+    i = np.arange(n * k)
+    at = lambda dy, dx: padded[i, y + dy, x + dx]  # noqa: E731
+    centre, right, left, down, up = at(0, 0), at(0, 1), at(0, -1), at(1, 0), at(-1, 0)
+    dx = 0.5 * (right - left)
+    dy = 0.5 * (down - up)
+    dxx = right - 2 * centre + left
+    dyy = down - 2 * centre + up
+    dxy = 0.5 * (at(1, 1) - right - down + 2 * centre - left - up + at(-1, -1))
+    eps = float(np.finfo(np.float32).eps)
+    a, b, d = dxx + eps, dxy, dyy + eps
+    det = a * d - b * b
+    ok = det != 0
+    safe = np.where(ok, det, 1.0)
+    off_x = np.where(ok, -(d * dx - b * dy) / safe, 0.0)  # -inverse(hessian) @ gradient
+    off_y = np.where(ok, -(a * dy - b * dx) / safe, 0.0)
+    return locs + np.stack([off_x, off_y], axis=-1).reshape(n, k, 2)
+
+
+DECODERS = ("argmax", "dark", "udp")
+
+
 def decode_heatmaps(heatmaps: np.ndarray, method: str = "argmax") -> np.ndarray:
     """[N, K, H, W] -> [N, K, 3] (x, y in heatmap pixels, score = heatmap maximum)."""
     heatmaps = np.asarray(heatmaps, dtype=np.float32)
@@ -84,18 +120,30 @@ def decode_heatmaps(heatmaps: np.ndarray, method: str = "argmax") -> np.ndarray:
         locs = quarter_offset(heatmaps, locs)
     elif method == "dark":
         locs = dark_offset(heatmaps, locs)
+    elif method == "udp":
+        locs = dark_udp_offset(heatmaps, locs)
     else:
         from kprtrack.errors import InputError
 
-        raise InputError(f"pose.decode must be 'argmax' or 'dark', got {method!r}")
+        raise InputError(f"pose.decode must be one of {', '.join(DECODERS)}, got {method!r}")
     return np.concatenate([locs, values[..., None]], axis=-1)
+
+
+def heatmap_to_input_scale(method: str, input_size: tuple[int, int],
+                           heatmap_size: tuple[int, int]) -> np.ndarray:
+    """(x, y) factors from heatmap pixels to input pixels; sizes are (height, width).
+    UDP: (input - 1) / (heatmap - 1); otherwise the stride input / heatmap."""
+    inp = np.array(input_size[::-1], dtype=np.float64)
+    hm = np.array(heatmap_size[::-1], dtype=np.float64)
+    return (inp - 1) / (hm - 1) if method == "udp" else inp / hm
 
 
 def flip_back(heatmaps: np.ndarray, flip_index: np.ndarray, shift: bool = True) -> np.ndarray:
     """Heatmaps of horizontally flipped crops -> heatmaps of the original crops.
 
     Mirror along x, swap left/right joints, and (``shift``) move one pixel right: with the
-    non-UDP pixel convention a mirrored map is off by one heatmap pixel.
+    non-UDP pixel convention a mirrored map is off by one heatmap pixel. UDP maps need no shift
+    (heatmap pixel 0 and W-1 sit on input pixels 0 and w-1, so mirroring is exact).
     """
     back = heatmaps[:, flip_index, :, ::-1].copy()
     if shift:

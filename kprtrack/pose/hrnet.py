@@ -6,18 +6,34 @@ import logging
 import numpy as np
 
 from kprtrack.errors import InputError
-from kprtrack.pose.heatmaps import decode_heatmaps, flip_back
+from kprtrack.pose.heatmaps import decode_heatmaps, flip_back, heatmap_to_input_scale
 from kprtrack.pose.hrnet_checkpoint import (
-    HRNET_WEIGHTS, adapt_keys, hints_from_file_name, infer_arch, input_size_from_meta, layout_from_meta,
-    load_into, read_checkpoint)
+    HRNET_WEIGHTS, adapt_keys, decode_from_meta, hints_from_file_name, infer_arch, input_size_from_meta,
+    layout_from_meta, load_into, read_checkpoint)
 from kprtrack.pose.layouts import check_layout, flip_index
-from kprtrack.pose.topdown import TopDownEstimator
+from kprtrack.pose.topdown import TopDownEstimator, box_to_center_scale, crop_batch, to_frame, usable_boxes
+from kprtrack.record import NUM_KEYPOINTS
 
 log = logging.getLogger(__name__)
 
 # ImageNet statistics on 0-255 RGB, as in mmpose's PoseDataPreprocessor.
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+
+def udp_center_scale(centers: np.ndarray, scales: np.ndarray,
+                     input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """mmpose's UDP crop (``get_udp_warp_matrix``: frame point ``center - scale/2`` -> input pixel 0,
+    ``center + scale/2`` -> input pixel w-1) as the (center, scale) that kprtrack.pose.topdown's
+    non-UDP warp (``warp_matrices``, ``to_frame``, ``to_input``) needs for the same affine map: the
+    scale widened by input / (input - 1) about the same top-left corner. ``input_size`` is (h, w).
+
+    With these, ``to_frame`` of a point in UDP input pixels is mmpose's UDP inverse, and a
+    training crop made with them is the crop a UDP-trained mmpose model saw."""
+    size = np.array(input_size[::-1], dtype=np.float64)  # (w, h)
+    scales = np.asarray(scales, dtype=np.float64)
+    wide = scales * size / (size - 1)
+    return np.asarray(centers, dtype=np.float64) + (wide - scales) / 2, wide
 
 
 def pick_device(device: str) -> str:
@@ -38,11 +54,17 @@ class HRNetPose(TopDownEstimator):
     (``..._posetrack18_384x288-...pth``). A file that says nothing: input 256x192 with a warning;
     its layout is COCO for the original HRNet release (which has no PoseTrack model) and an error
     naming ``pose.layout`` for mmpose files (a PoseTrack model read as COCO would swap joints).
+
+    ``decode``: argmax | dark | udp; None = what the checkpoint says (``udp`` for a UDP-trained
+    model: kprtrack fine-tune meta ``codec: udp``, mmpose ``UDPHeatmap`` / ``use_udp``), else argmax.
+    ``udp`` also crops with UDP's warp (:func:`udp_center_scale`), maps heatmap pixels to input
+    pixels by (input-1)/(heatmap-1) and flips back without the one-pixel shift (``shift_heatmap``
+    is ignored then), as mmpose does for UDP models.
     """
 
     def __init__(self, weights: str | None = "hrnet_w32_posetrack18_256x192", arch: str | None = None,
                  input_size: tuple[int, int] | list[int] | None = None, layout: str | None = None,
-                 flip_test: bool = True, shift_heatmap: bool = True, decode: str = "argmax",
+                 flip_test: bool = True, shift_heatmap: bool = True, decode: str | None = None,
                  padding: float = 1.25, batch_size: int = 32, device: str = "auto",
                  strict: bool = True, download: bool = True):
         import torch
@@ -85,8 +107,11 @@ class HRNetPose(TopDownEstimator):
                              "PoseTrack18-trained model or pose.layout=coco", str(weights))
         self.layout = self._pick_layout(layout, found_layout)
         self.flip_test, self.shift_heatmap = bool(flip_test), bool(shift_heatmap)
-        self.decode, self.padding = decode, float(padding)
-        decode_heatmaps(np.zeros((1, 1, 3, 3), np.float32), decode)  # reject a bad name now
+        found_decode = decode_from_meta(ckpt_meta)
+        if decode is not None and found_decode is not None and decode != found_decode:
+            log.warning("pose.decode=%s overrides the checkpoint's %s decoding", decode, found_decode)
+        self.decode, self.padding = decode or found_decode or "argmax", float(padding)
+        decode_heatmaps(np.zeros((1, 1, 3, 3), np.float32), self.decode)  # reject a bad name now
         self.batch_size = max(1, int(batch_size))
         self.device = pick_device(device)
         self.model = PoseHighResolutionNet(self.arch)
@@ -124,12 +149,30 @@ class HRNetPose(TopDownEstimator):
         maps = self._forward(normalised)
         if self.flip_test:
             flipped = self._forward(np.ascontiguousarray(normalised[..., ::-1]))
-            maps = (maps + flip_back(flipped, self._flip_index, self.shift_heatmap)) / 2
+            shift = self.shift_heatmap and self.decode != "udp"
+            maps = (maps + flip_back(flipped, self._flip_index, shift)) / 2
         return maps
 
     def _infer(self, crops: np.ndarray) -> np.ndarray:
         maps = self.heatmaps(crops)
         kpts = decode_heatmaps(maps, self.decode)
-        stride = np.array([self.input_size[1] / maps.shape[3], self.input_size[0] / maps.shape[2]])
-        kpts[..., :2] *= stride
+        kpts[..., :2] *= heatmap_to_input_scale(self.decode, self.input_size, maps.shape[2:])
         return kpts
+
+    def estimate_native(self, frame, boxes: np.ndarray) -> np.ndarray:
+        """As TopDownEstimator's, with UDP's crop geometry when ``decode == 'udp'``."""
+        if self.decode != "udp":
+            return super().estimate_native(frame, boxes)
+        image = self._frame_image(frame)
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        out = np.zeros((len(boxes), NUM_KEYPOINTS, 3), dtype=np.float32)
+        keep = usable_boxes(boxes, image.shape[1], image.shape[0], self.min_box_size)
+        if not keep.any():
+            return out
+        centers, scales = udp_center_scale(*box_to_center_scale(boxes[keep], self.input_size, self.padding),
+                                           self.input_size)
+        kpts = np.asarray(self._infer(crop_batch(image, centers, scales, self.input_size, rgb=True)),
+                          dtype=np.float64)
+        kpts[..., :2] = to_frame(kpts[..., :2], centers, scales, self.input_size)
+        out[keep] = kpts.astype(np.float32)
+        return out

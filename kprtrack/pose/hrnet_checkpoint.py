@@ -92,7 +92,11 @@ class LoadReport:
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """(state_dict, meta) from any of the three formats."""
-    obj = torch_load(path)  # numpy meta (sigmas, best_score...) is allowed there
+    return split_checkpoint(torch_load(path), path)  # numpy meta (sigmas, best_score...) is allowed there
+
+
+def split_checkpoint(obj, path: str | Path) -> tuple[dict, dict]:
+    """(state_dict, meta) of a loaded checkpoint object (see :func:`read_checkpoint`)."""
     if not isinstance(obj, dict):
         raise InputError(f"not an HRNet checkpoint (a {type(obj).__name__}, expected a dict)", path)
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
@@ -127,13 +131,34 @@ def adapt_keys(state: dict) -> tuple[dict, str]:
     return out, fmt
 
 
+def to_mmpose1_keys(state: dict) -> dict:
+    """Our model's keys (the original HRNet names) -> mmpose 1.x's: ``final_layer.*`` ->
+    ``head.final_layer.*``, everything else under ``backbone.`` (the inverse of ``adapt_keys`` on an
+    ``mmpose1`` file; a ``module.`` prefix from DDP is dropped)."""
+    out = {}
+    for key, value in state.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        out[("head." if key.startswith("final_layer.") else "backbone.") + key] = value
+    return out
+
+
+def _kprtrack_meta(meta: dict) -> dict:
+    """What ``kprtrack.train.pose.checkpoint`` writes under ``meta['kprtrack']`` (arch, input_size,
+    codec, layout), else {}."""
+    found = meta.get("kprtrack")
+    return found if isinstance(found, dict) else {}
+
+
 def layout_from_meta(meta: dict) -> str | None:
     """coco / posetrack from what the checkpoint says about its training data, else None.
 
-    mmpose 1.x stores the data set's keypoint names (PoseTrack's joint 1 is head_bottom); both
-    mmpose generations store the training config as text (``meta['cfg']`` 1.x, ``meta['config']``
-    0.x), which names the data set (a PoseTrack config also names COCO, its pre-training).
+    kprtrack's fine-tunes say it under ``meta['kprtrack']['layout']``; mmpose 1.x stores the data
+    set's keypoint names (PoseTrack's joint 1 is head_bottom); both mmpose generations store the
+    training config as text (``meta['cfg']`` 1.x, ``meta['config']`` 0.x), which names the data
+    set (a PoseTrack config also names COCO, its pre-training).
     """
+    if _kprtrack_meta(meta).get("layout") in ("coco", "posetrack"):
+        return _kprtrack_meta(meta)["layout"]
     dataset = meta.get("dataset_meta") or {}
     names = dataset.get("keypoint_id2name")
     if isinstance(names, dict) and 1 in names:
@@ -147,9 +172,28 @@ def layout_from_meta(meta: dict) -> str | None:
 
 
 def input_size_from_meta(meta: dict) -> tuple[int, int] | None:
-    """(height, width) from the stored config: mmpose 1.x codec ``input_size=(w, h)``, 0.x ``image_size=[w, h]``."""
+    """(height, width) from ``meta['kprtrack']['input_size']`` (already (h, w)), else the stored
+    config: mmpose 1.x codec ``input_size=(w, h)``, 0.x ``image_size=[w, h]``."""
+    size = _kprtrack_meta(meta).get("input_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[0]), int(size[1])
     found = re.search(r"(?:input_size|image_size)\s*=\s*[\(\[]\s*(\d+)\s*,\s*(\d+)", _config_text(meta))
     return (int(found.group(2)), int(found.group(1))) if found else None
+
+
+def decode_from_meta(meta: dict) -> str | None:
+    """The heatmap decoding the model was trained for: ``udp`` for a UDP-trained model (kprtrack's
+    ``codec: udp``; mmpose 1.x ``UDPHeatmap`` codec; mmpose 0.x ``use_udp=True``), ``dark`` for
+    mmpose 1.x ``MSRAHeatmap(unbiased=True)``; None when the file does not say (argmax then)."""
+    codec = _kprtrack_meta(meta).get("codec")
+    if codec in ("udp", "msra"):
+        return "udp" if codec == "udp" else None
+    text = _config_text(meta)
+    if "UDPHeatmap" in text or re.search(r"use_udp\s*=\s*True", text):
+        return "udp"
+    if re.search(r"MSRAHeatmap(?:(?!dict\().)*?unbiased\s*=\s*True", text, re.S):
+        return "dark"
+    return None
 
 
 def hints_from_file_name(path: str | Path) -> tuple[str | None, tuple[int, int] | None]:
