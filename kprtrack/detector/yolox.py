@@ -9,7 +9,7 @@ import numpy as np
 
 from kprtrack.detector.yolox_arch import MODEL_SIZES, YOLOX
 from kprtrack.detector.yolox_common import YoloxBackendBase, recipe_settings, spec_meta
-from kprtrack.detector.yolox_weights import YOLOX_WEIGHTS, describe_state_dict, load_state_dict
+from kprtrack.detector.yolox_weights import YOLOX_WEIGHTS, describe_state_dict, load_checkpoint
 from kprtrack.errors import InputError
 from kprtrack.weights import resolve_weights
 
@@ -32,15 +32,26 @@ def build_model(weights: str | os.PathLike | None, model_size: str | None, num_c
     Size and class count come from the checkpoint; when also given, they must agree with it.
     ``weights=None`` gives random initial weights (tests, benchmarks, export smoke tests).
     """
+    model, source, _ = build_model_with_meta(weights, model_size, num_classes, download)
+    return model, source
+
+
+def build_model_with_meta(weights: str | os.PathLike | None, model_size: str | None,
+                          num_classes: int | None, download: bool = True):
+    """:func:`build_model` plus the recipe meta the checkpoint file carries (train-detector's
+    ``kprtrack`` entry; {} for official files and random init)."""
     if model_size is not None and model_size not in MODEL_SIZES:
         raise InputError(f"unknown model_size {model_size!r}; known: {', '.join(MODEL_SIZES)}")
     if weights is None:
         model = YOLOX(model_size or "s", 80 if num_classes is None else int(num_classes))
-        return model.eval(), "random-init"
+        return model.eval(), "random-init", {}
     meta = spec_meta(weights, YOLOX_WEIGHTS)
     path = resolve_weights(weights, YOLOX_WEIGHTS, download=download and not meta.get("manual_download"))
-    state = load_state_dict(path)
+    state, file_meta = load_checkpoint(path)
     found_size, found_classes = describe_state_dict(state, path)
+    if file_meta.get("num_classes") not in (None, found_classes):
+        raise InputError(f"the checkpoint's recipe says {file_meta['num_classes']} classes but its "
+                         f"head has {found_classes}", path)
     if model_size is not None and model_size != found_size:
         raise InputError(f"checkpoint is YOLOX-{found_size} but model_size={model_size} was asked "
                          f"for (leave model_size unset to take it from the checkpoint)", path)
@@ -54,12 +65,14 @@ def build_model(weights: str | os.PathLike | None, model_size: str | None, num_c
         first = str(err).strip().splitlines()
         raise InputError(f"checkpoint does not fit YOLOX-{found_size}: {' '.join(first[:3])[:400]}",
                          path) from None
-    return model.eval(), path
+    return model.eval(), path, file_meta
 
 
 class YOLOXDetector(YoloxBackendBase):
     """Person boxes from YOLOX (PyTorch). Keeps boxes down to ``score_thresh`` (default 0.1). The
-    default weights are configs/detector/yolox.yaml's: YOLOX-x (COCO), the paper's detector."""
+    default weights are configs/detector/yolox.yaml's: YOLOX-x (COCO), the paper's detector.
+    A checkpoint written by train-detector brings its recipe (preprocess, input size, NMS) along;
+    explicit arguments still win."""
 
     def __init__(self, weights: str | None = "yolox_x", model_size: str | None = None,
                  num_classes: int | None = None, input_size: Sequence[int] | int | None = None,
@@ -70,8 +83,8 @@ class YOLOXDetector(YoloxBackendBase):
 
         if weights is None:
             warnings.warn("detector.weights is null: YOLOX runs with random weights", stacklevel=2)
-        meta = spec_meta(weights, YOLOX_WEIGHTS)
-        self.model, self.source = build_model(weights, model_size, num_classes, download)
+        self.model, self.source, file_meta = build_model_with_meta(weights, model_size, num_classes, download)
+        meta = {**spec_meta(weights, YOLOX_WEIGHTS), **file_meta}
         self.weights_path = self.source  # the stage cache keys on its checksum
         size = MODEL_SIZES[self.model.size_name]
         if not 0 <= int(person_class) < self.model.head.num_classes:

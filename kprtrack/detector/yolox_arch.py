@@ -2,11 +2,12 @@
 
 Module and attribute names follow the official Megvii-BaseDetection/YOLOX code exactly, so an
 official checkpoint's ``model`` state dict (``backbone.backbone.stem.conv.conv.weight``,
-``head.cls_preds.0.weight``, ...) loads with ``strict=True``. Only inference is implemented.
+``head.cls_preds.0.weight``, ...) loads with ``strict=True``.
 
 The head returns the *raw* per-anchor rows ``[B, A, 5 + C]`` = (dx, dy, log w, log h,
 sigmoid(obj), sigmoid(cls)...) like the official ONNX exports (``decode_in_inference=False``),
 so the PyTorch and ONNX Runtime paths share one grid/stride decode (yolox_processing.py).
+``model(x, train_outputs=True)`` gives what the training loss needs instead (:meth:`YOLOXHead.forward_train`).
 """
 from __future__ import annotations
 
@@ -195,20 +196,54 @@ class YOLOXHead(nn.Module):
             self.reg_preds.append(nn.Conv2d(hidden, 4, 1))
             self.obj_preds.append(nn.Conv2d(hidden, 1, 1))
 
+    def _level(self, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reg, obj logit, cls logits) maps of level ``k``."""
+        x = self.stems[k](x)
+        cls_out = self.cls_preds[k](self.cls_convs[k](x))  # upstream's order of execution
+        reg_feat = self.reg_convs[k](x)
+        return self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat), cls_out
+
     def forward(self, features) -> torch.Tensor:
         outputs = []
         for k, x in enumerate(features):
-            x = self.stems[k](x)
-            cls_out = self.cls_preds[k](self.cls_convs[k](x))  # upstream's order of execution
-            reg_feat = self.reg_convs[k](x)
-            out = torch.cat([self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat).sigmoid(),
-                             cls_out.sigmoid()], 1)
+            reg, obj, cls_out = self._level(k, x)
+            out = torch.cat([reg, obj.sigmoid(), cls_out.sigmoid()], 1)
             outputs.append(out.flatten(start_dim=2))
         return torch.cat(outputs, dim=2).permute(0, 2, 1)
 
+    def forward_train(self, features) -> dict[str, torch.Tensor]:
+        """Per-anchor training outputs, anchors in the inference order (level, row, column):
+
+        - ``boxes`` [B, A, 4]: (cx, cy, w, h) in input pixels, ``(reg_xy + grid) * stride`` and
+          ``exp(reg_wh) * stride`` as upstream's training path (``get_output_and_grid``);
+        - ``obj`` [B, A] and ``cls`` [B, A, C]: logits (no sigmoid);
+        - ``reg`` [B, A, 4]: the undecoded regression (the L1 term's prediction);
+        - ``grids`` [A, 2] (x, y cell indices) and ``strides`` [A], float32 (as ``boxes``).
+        """
+        boxes, objs, clss, regs, grids, strides = [], [], [], [], [], []
+        for k, x in enumerate(features):
+            reg, obj, cls_out = self._level(k, x)
+            h, w = reg.shape[-2:]
+            stride = STRIDES[k]
+            reg = reg.flatten(start_dim=2).transpose(1, 2)  # [B, h*w, 4]
+            ys, xs = torch.meshgrid(torch.arange(h, device=reg.device), torch.arange(w, device=reg.device),
+                                    indexing="ij")
+            grid = torch.stack((xs, ys), -1).reshape(-1, 2).float()
+            wide = reg.float()  # decoded in float32: exp() of a float16 log-size overflows early
+            boxes.append(torch.cat([(wide[..., :2] + grid) * stride, torch.exp(wide[..., 2:4]) * stride], -1))
+            regs.append(reg)
+            objs.append(obj.flatten(start_dim=1))
+            clss.append(cls_out.flatten(start_dim=2).transpose(1, 2))
+            grids.append(grid)
+            strides.append(torch.full((h * w,), float(stride), device=reg.device))
+        return {"boxes": torch.cat(boxes, 1), "obj": torch.cat(objs, 1), "cls": torch.cat(clss, 1),
+                "reg": torch.cat(regs, 1), "grids": torch.cat(grids), "strides": torch.cat(strides)}
+
 
 class YOLOX(nn.Module):
-    """Input ``[B, 3, H, W]`` (H, W multiples of 32); output raw rows ``[B, A, 5 + C]``."""
+    """Input ``[B, 3, H, W]`` (H, W multiples of 32); output raw rows ``[B, A, 5 + C]``, or with
+    ``train_outputs=True`` the training outputs of :meth:`YOLOXHead.forward_train` (a keyword of
+    ``forward`` so that a DDP-wrapped model is called through its own ``forward``)."""
 
     def __init__(self, size: str = "s", num_classes: int = 80):
         super().__init__()
@@ -218,5 +253,7 @@ class YOLOX(nn.Module):
         self.backbone = YOLOPAFPN(MODEL_SIZES[size])
         self.head = YOLOXHead(num_classes, MODEL_SIZES[size])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, train_outputs: bool = False):
+        if train_outputs:
+            return self.head.forward_train(self.backbone(x))
         return self.head(self.backbone(x))

@@ -34,13 +34,14 @@ BYTETRACK_MOT20_INPUT = (896, 1600)
 
 def recipe_settings(meta: dict, source, num_classes: int | None, model_size: str | None,
                     preprocess: str | None, input_size, nms_thresh: float | None) -> tuple[str, object, float]:
-    """(preprocess, input_size or None, nms_thresh): what the user set, else the registry entry,
-    else what the weights tell.
+    """(preprocess, input_size or None, nms_thresh): what the user set, else ``meta`` (the
+    registry entry, and the recipe a train-detector checkpoint records under its ``kprtrack``
+    key), else what the weights tell.
 
-    Official YOLOX checkpoints are 80-class COCO models; every published person-only (1-class)
-    YOLOX is ByteTrack's or trained with its pipeline (BoT-SORT, OC-SORT...), so a 1-class file
-    gets ByteTrack's recipe, said in a warning. Any other class count is refused: nothing in a
-    YOLOX checkpoint records how it was trained.
+    Official YOLOX checkpoints are 80-class COCO models; every other published person-only
+    (1-class) YOLOX is ByteTrack's or trained with its pipeline (BoT-SORT, OC-SORT...), so a
+    1-class file without a recorded recipe gets ByteTrack's, said in a warning. Any other class
+    count without a recorded recipe is refused.
     """
     if preprocess is None:
         preprocess = meta.get("preprocess")

@@ -6,6 +6,11 @@ from one). A mismatch raises an InputError naming the file, never a silent load.
 ByteTrack's MOT detectors live on Google Drive, which needs a browser confirmation for large
 files: they are never downloaded automatically; the error says where to fetch them and where
 to put them.
+
+Checkpoints written by ``train-detector`` keep the official layout (``model``, ``start_epoch``,
+``optimizer``...) and add a ``kprtrack`` entry with the recipe they were trained with
+(preprocess, input size, NMS threshold, classes), which ``detector=yolox`` reads in place of
+guessing from the class count.
 """
 from __future__ import annotations
 
@@ -62,8 +67,15 @@ YOLOX_ONNX_WEIGHTS: dict[str, WeightSpec] = {
 }
 
 
-def load_state_dict(path: str | Path) -> dict[str, Any]:
-    """The ``model`` state dict of a YOLOX checkpoint (or a bare state dict)."""
+META_KEY = "kprtrack"
+# The recipe entries a checkpoint's META_KEY may hold, and their types.
+_META_TYPES = {"preprocess": str, "input_size": (list, tuple), "nms_thresh": (int, float),
+               "num_classes": int, "person_class": int, "model_size": str, "trained_on": str}
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(``model`` state dict, recipe meta) of a YOLOX checkpoint (or a bare state dict). The meta
+    is the file's ``kprtrack`` entry (train-detector's checkpoints), {} for official files."""
     import torch
 
     checkpoint = torch_load(path)  # numpy scalars (e.g. best_ap) are allowed there
@@ -72,7 +84,57 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
             isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError("not a YOLOX checkpoint: expected a dict with a 'model' state dict "
                          "(or a state dict) of tensors", path)
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    meta = checkpoint.get(META_KEY) if "model" in checkpoint else None
+    return {k.removeprefix("module."): v for k, v in state.items()}, _checked_meta(meta, path)
+
+
+def load_state_dict(path: str | Path) -> dict[str, Any]:
+    """The ``model`` state dict of a YOLOX checkpoint (or a bare state dict)."""
+    return load_checkpoint(path)[0]
+
+
+def _checked_meta(meta: Any, path: str | Path) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise InputError(f"the checkpoint's {META_KEY!r} entry is not a dict", path)
+    for key, kind in _META_TYPES.items():
+        if key in meta and meta[key] is not None and not isinstance(meta[key], kind):
+            raise InputError(f"the checkpoint's {META_KEY}.{key} has type {type(meta[key]).__name__}", path)
+    out = dict(meta)
+    if out.get("input_size") is not None:
+        out["input_size"] = [int(v) for v in out["input_size"]]
+    return out
+
+
+def save_yolox_checkpoint(path: str | Path, state_dict: Mapping[str, Any], meta: Mapping[str, Any],
+                          training_state: Mapping[str, Any] | None = None) -> Path:
+    """Write a checkpoint in the official YOLOX layout, atomically: ``{"model": state_dict,
+    "start_epoch": ..., "optimizer": ..., "kprtrack": meta, "training_state": training_state}``.
+
+    ``start_epoch`` and ``optimizer`` (what upstream's ``tools/train.py --resume`` reads) are taken
+    from ``training_state`` when it has them (``start_epoch``, else ``epoch`` read as the number of
+    finished epochs); ``training_state`` itself is stored whole (the same objects, pickled once).
+    """
+    import torch
+
+    from kprtrack.io import atomic_open
+
+    path = Path(path)
+    meta = _checked_meta(dict(meta), path)
+    checkpoint: dict[str, Any] = {"model": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                                            for k, v in state_dict.items()}}
+    training_state = dict(training_state or {})
+    start_epoch = training_state.get("start_epoch", training_state.get("epoch"))
+    if start_epoch is not None:
+        checkpoint["start_epoch"] = int(start_epoch)
+    if "optimizer" in training_state:
+        checkpoint["optimizer"] = training_state["optimizer"]
+    checkpoint[META_KEY] = meta
+    checkpoint["training_state"] = training_state
+    with atomic_open(path, "wb") as handle:
+        torch.save(checkpoint, handle)
+    return path
 
 
 def describe_state_dict(state: Mapping[str, Any], path: str | Path) -> tuple[str, int]:
