@@ -70,6 +70,12 @@ def test_udp_crop_is_mmposes_udp_warp():
     udp_input = (point - (centers - scales / 2)) * (np.array([191, 255]) / scales)
     np.testing.assert_allclose(to_input(point, c2, s2, input_size), udp_input, atol=1e-9)
     np.testing.assert_allclose(to_frame(udp_input, c2, s2, input_size), point, atol=1e-9)
+    # the training crop (train-pose's augment, rotation 0) is the crop inference makes
+    from kprtrack.train.pose.augment import affine_matrix
+
+    np.testing.assert_allclose(affine_matrix(centers[0], scales[0], 0.0, input_size, udp=True), mat, atol=1e-9)
+    np.testing.assert_allclose(affine_matrix(centers[0], scales[0], 0.0, input_size, udp=False),
+                               warp_matrices(centers, scales, input_size)[0], atol=1e-9)
 
 
 def test_hrnet_udp_decode_end_to_end_geometry():
@@ -104,6 +110,18 @@ def test_decoding_read_from_checkpoint_meta():
     assert decode_from_meta({"config": "test_cfg = dict(use_udp=False)"}) is None
     with pytest.raises(InputError, match="argmax, dark, udp"):
         HRNetPose(weights=None, decode="soft")
+
+
+def test_udp_flip_test_mirrors_without_the_shift():
+    """UDP heatmaps mirror exactly (pixel 0 <-> W-1): shift_heatmap is not applied with decode=udp."""
+    torch.manual_seed(0)
+    est = HRNetPose(weights=None, decode="udp", flip_test=True, shift_heatmap=True, layout="posetrack",
+                    input_size=[64, 64])
+    crops = np.random.default_rng(2).integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    from kprtrack.pose.layouts import flip_index
+
+    mirrored = est.heatmaps(np.ascontiguousarray(crops[:, :, ::-1]))
+    np.testing.assert_allclose(mirrored, est.heatmaps(crops)[:, flip_index("posetrack"), :, ::-1], atol=1e-4)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------
