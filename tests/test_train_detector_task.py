@@ -27,10 +27,10 @@ def demo_root(tmp_path_factory):
                          width=320, height=192)
 
 
-def make_task(root, **model) -> DetectorTask:
+def make_task(root, input_size=(128, 128), **model) -> DetectorTask:
     cfg = OmegaConf.create({
         "model": {"weights": None, "model_size": "nano", "num_classes": 1, **model},
-        "data": {"root": str(root), "split": "val", "annotations_dir": "posetrack_data", "input_size": [128, 128]},
+        "data": {"root": str(root), "split": "val", "annotations_dir": "posetrack_data", "input_size": list(input_size)},
         "aug": {"max_labels": 30},
         "loss": {"use_l1": None},
         "optim": {"epochs": 3, "no_aug_epochs": 1},
@@ -199,3 +199,20 @@ def test_ignore_regions_drop_gt_and_detections():
     assert m["num_gt"] == 1 and m["num_detections"] == 1 and m["AP"] > 0.99 and m["recall@0.1"] == 1.0
     m = detection_metrics([gt], [dets], [[]], [(100, 100)], recall_thresholds=(0.1,))
     assert m["num_gt"] == 2 and m["recall@0.1"] == 0.5 and m["AP"] < 0.6
+
+
+@pytest.mark.slow
+def test_person_head_cut_from_the_official_coco_nano_keeps_its_ap(demo_root, tmp_path):
+    """The official COCO YOLOX-nano (weights from the shared ONNX export) finds the demo people;
+    its 1-class cut, saved by the task and read back by detector=yolox, scores them the same."""
+    from tests.conftest import shared_file
+    from tests.test_detector_real import nano_checkpoint_from_official_onnx
+
+    coco = nano_checkpoint_from_official_onnx(shared_file("models/yolox_nano_416.onnx"), tmp_path / "coco.pth")
+    before = evaluate_detector(coco, demo_root, input_size=[192, 320])
+    task = make_task(demo_root, input_size=(192, 320), weights=str(coco), model_size=None)
+    task.save_checkpoint(tmp_path / "person.pth", task.build_model().eval(), {})
+    after = task.evaluate(tmp_path / "person.pth", tmp_path / "eval")
+    assert before["AP50"] > 0.6 and before["AP"] > 0.4  # a real detector, unlike random weights
+    for key in ("AP", "AP50", "AP75", "recall@0.1", "recall@0.5"):
+        assert after[key] == pytest.approx(before[key], abs=0.01), key

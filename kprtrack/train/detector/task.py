@@ -19,7 +19,8 @@ Config sections (``cfg``):
 - ``loss``: ``use_l1`` (null = upstream: on in the no-aug epochs only), ``reg_weight``,
   ``iou_type``, ``center_radius``, ``in_box_candidates``;
 - ``eval``: ``split`` (null = no evaluation), ``root``/``annotations_dir`` (null = ``data``'s),
-  ``sequences`` (null = all of the split), ``score_thresh``, ``recall_thresholds``, ``recall_iou``, ``batch_size``, ``device``;
+  ``sequences`` (null = all of the split), ``input_size`` (null = the training size the
+  checkpoint records), ``score_thresh``, ``recall_thresholds``, ``recall_iou``, ``batch_size``, ``device``;
 - ``optim.epochs``, ``optim.no_aug_epochs``; ``device`` (top level, for evaluation when
   ``eval.device`` is null).
 """
@@ -241,7 +242,8 @@ class DetectorTask:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return evaluate_detector(
             checkpoint, _get(self.cfg, "eval.root", self.root), split,
-            _get(self.cfg, "eval.annotations_dir", self.annotations_dir), input_size=None, device=device,
+            _get(self.cfg, "eval.annotations_dir", self.annotations_dir), input_size=_get(self.cfg, "eval.input_size"),
+            device=device,
             score_thresh=float(_get(self.cfg, "eval.score_thresh", 0.01)),
             recall_thresholds=tuple(_get(self.cfg, "eval.recall_thresholds", TRACKER_THRESHOLDS)),
             recall_iou=float(_get(self.cfg, "eval.recall_iou", 0.5)),
