@@ -12,6 +12,7 @@ from kprtrack.detector.yolox_processing import decode
 from kprtrack.train.detector.loss import YoloxLoss, box_iou_cxcywh, iou_loss
 
 HW = (128, 128)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny forwards on a shared 2-core box
 
 
 def anchor_grid(hw=HW):

@@ -20,6 +20,8 @@ from kprtrack.train.detector.evaluate import detection_metrics, evaluate_detecto
 from kprtrack.train.detector.task import DetectorTask, person_head_state
 from kprtrack.train.task import TrainTask
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny forwards on a shared 2-core box
+
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
@@ -41,7 +43,7 @@ def make_task(root, input_size=(128, 128), **model) -> DetectorTask:
 
 @pytest.fixture(scope="module")
 def trained(demo_root, tmp_path_factory):
-    """A task, its model after 10 SGD steps on one fixed batch, the loss history, a checkpoint."""
+    """A task, its model after 15 SGD steps on one fixed batch, the loss history, a checkpoint."""
     task = make_task(demo_root)
     members = [m for m in vars(TrainTask) if not m.startswith("_")]
     assert all(callable(getattr(task, m)) for m in members if m != "name") and task.name == "train-detector"
@@ -52,7 +54,7 @@ def trained(demo_root, tmp_path_factory):
     opt = torch.optim.SGD(task.param_groups(model), lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4)
     batch = task.make_collate(dataset, seed=0, epoch=0)(list(dataset[:2]))
     history = []
-    for _ in range(10):
+    for _ in range(15):
         total, terms = task.loss(model, batch, epoch=0)
         opt.zero_grad()
         total.backward()
@@ -68,7 +70,7 @@ def trained(demo_root, tmp_path_factory):
 def test_loss_goes_down_over_manual_steps(trained):
     task, dataset, model, history, *_ = trained
     assert all(np.isfinite(history))
-    assert np.mean(history[-3:]) < 0.9 * history[0], history
+    assert np.mean(history[-3:]) < 0.9 * np.mean(history[:3]), history
 
 
 def test_l1_and_mosaic_switch_in_the_no_aug_epochs(trained):
