@@ -17,6 +17,8 @@ COMMANDS = {
     "reid-eval": ("kprtrack.reid.evaluate:main", "rank-1/mAP with and without prompts"),
     "train-reid": ("kprtrack.reid.train.engine:main", "train KPR (torchrun for multi-GPU; docs/train_reid.md)"),
     "reid-labels": ("kprtrack.reid.labels:main", "human-parsing part labels for each reid-dataset crop"),
+    "train-detector": ("kprtrack.train.engine:main_detector", "fine-tune YOLOX on PoseTrack21 person boxes (docs/train_detector_pose.md)"),
+    "train-pose": ("kprtrack.train.engine:main_pose", "fine-tune HRNet on PoseTrack21 keypoints (docs/train_detector_pose.md)"),
     "merge": ("kprtrack.merge:main", "join the shards of a sharded run (<run folder> ... output.dir=<folder>) and evaluate"),
 }
 # Where `<command> --help` finds the options: a config name (configs/<name>.yaml), or a
@@ -24,7 +26,7 @@ COMMANDS = {
 COMMAND_OPTIONS = {
     "run": "run", "eval": "eval", "demo": "kprtrack.data.demo:_defaults", "export": "export",
     "reid-dataset": "reid_dataset", "reid-eval": "reid_eval", "train-reid": "train_reid",
-    "reid-labels": "reid_labels",
+    "reid-labels": "reid_labels", "train-detector": "train_detector", "train-pose": "train_pose",
     "merge": "kprtrack.merge:_defaults",
 }
 HELP_FLAGS = ("-h", "--help")

@@ -40,6 +40,8 @@ COMMAND_HELP = {
     "reid-eval": ({"reid": ["kpr", "onnx", "part_colors*"]}, ["dataset_dir: occ_ptrack", "prompts: both"]),
     "reid-labels": ({}, ["dataset_dir: ???", "method: keypoints", "scheme: eight", "output: null"]),
     "train-reid": ({"recipe": ["in*", "sol"]}, ["output_dir: train_reid", "eval_every: 10", "dataset_dir: occ_ptrack"]),
+    "train-detector": ({}, ["output_dir: train_detector", "weights: yolox_x", "no_aug_epochs: 5", "root: ???"]),
+    "train-pose": ({}, ["output_dir: train_pose", "weights: hrnet_w32_coco_256x192", "codec: msra", "kit_python: null"]),
     "merge": ({}, ["root=None", "output.dir=None", "run.evaluate=None", "link=True", "force=False"]),
 }
 

@@ -16,6 +16,10 @@ TensorBoard scalars when installed, ``checkpoints/last.pth`` (the task's inferen
 weights when EMA is on, plus the training state), validation metrics every ``eval_every`` epochs
 through the task's evaluation, which loads that file with the inference stage. At the end:
 ``checkpoints/model.pth``. ``resume=true`` continues from ``last.pth``.
+
+``freeze_bn_stats=true`` keeps every BatchNorm in inference mode (the start weights' running
+statistics, affine parameters still trained): small-batch fine-tunes, and start weights whose
+BatchNorm was folded into the convolutions (ONNX exports).
 """
 from __future__ import annotations
 
@@ -207,6 +211,7 @@ def _train(cfg, task: TrainTask, dist: Dist) -> dict:
     wrapped = _wrap(model, task, dist, bool(cfg.get("find_unused_parameters", False)))
     board = TensorBoard(out / "tensorboard", dist.main and bool(cfg.get("tensorboard", True)))
     every = int(cfg.get("eval_every") or 0)
+    freeze_bn = bool(cfg.get("freeze_bn_stats", False))
     it_per_s = float("nan")
     for epoch in range(start_epoch, epochs):
         _inner(wrapped).epoch = epoch
@@ -218,6 +223,10 @@ def _train(cfg, task: TrainTask, dist: Dist) -> dict:
                                              num_workers=int(cfg.num_workers),
                                              pin_memory=dist.device.type == "cuda")
         model.train()
+        if freeze_bn:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         sums: dict[str, float] = {}
         done, started, lr = 0, time.perf_counter(), schedule.at(epoch, 0)
         bar = tqdm(total=iters, desc=f"{task.name} epoch {epoch + 1}/{epochs}", unit="it",
