@@ -139,3 +139,22 @@ class TensorBoard:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def option(node, key: str, default=None):
+    """``node.<key>`` (a dotted path) of an OmegaConf config or a dict; ``default`` when a part is
+    absent, missing (``???``) or null. Containers come back as plain dicts/lists."""
+    for part in key.split("."):
+        if node is None:
+            return default
+        try:
+            node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
+        except Exception:  # omegaconf's MissingMandatoryValue
+            return default
+    if node is None:
+        return default
+    if type(node).__name__ in ("DictConfig", "ListConfig"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(node, resolve=True)
+    return node

@@ -40,29 +40,11 @@ from kprtrack.detector.yolox_weights import (
     YOLOX_WEIGHTS, describe_state_dict, load_state_dict, save_yolox_checkpoint)
 from kprtrack.errors import InputError
 from kprtrack.train.detector.loss import YoloxLoss
+from kprtrack.train.common import option
 
 BN_MOMENTUM = 0.03  # upstream init_yolo (PyTorch's convention: weight of the new batch)
 PRIOR_PROB = 0.01  # upstream initialize_biases, for heads trained from scratch
 NMS_THRESH = 0.45  # YOLOX's demo/test recipe, recorded in the checkpoint for inference
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    """``cfg.<key>`` (dotted) or ``default`` when absent or null; works on OmegaConf and dicts."""
-    node = cfg
-    for part in key.split("."):
-        if node is None:
-            return default
-        try:
-            node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
-        except Exception:  # omegaconf's missing-value errors
-            return default
-    if node is None:
-        return default
-    if hasattr(node, "_get_node") or type(node).__name__ in ("DictConfig", "ListConfig"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(node, resolve=True)
-    return node
 
 
 def person_head_state(state: dict[str, torch.Tensor], person_class: int) -> dict[str, torch.Tensor]:
@@ -91,30 +73,30 @@ class DetectorTask:
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
-        self.weights = _get(cfg, "model.weights")
-        self.model_size = _get(cfg, "model.model_size")
+        self.weights = option(cfg, "model.weights")
+        self.model_size = option(cfg, "model.model_size")
         if self.model_size is not None and self.model_size not in MODEL_SIZES:
             raise InputError(f"model.model_size={self.model_size!r}; known: {', '.join(MODEL_SIZES)}")
-        self.num_classes = int(_get(cfg, "model.num_classes", 1))
+        self.num_classes = int(option(cfg, "model.num_classes", 1))
         if self.num_classes < 1:
             raise InputError(f"model.num_classes must be >= 1, got {self.num_classes}")
-        self.person_class = int(_get(cfg, "model.person_class", 0))
-        self.download = bool(_get(cfg, "model.download", True))
-        self.root = _get(cfg, "data.root")
+        self.person_class = int(option(cfg, "model.person_class", 0))
+        self.download = bool(option(cfg, "model.download", True))
+        self.root = option(cfg, "data.root")
         if self.root is None:
             raise InputError("data.root is not set (the PoseTrack21 folder)")
-        self.split = _get(cfg, "data.split", "train")
-        self.annotations_dir = _get(cfg, "data.annotations_dir", "posetrack_data")
-        self.sequences = _get(cfg, "data.sequences")
-        size = _get(cfg, "data.input_size")
+        self.split = option(cfg, "data.split", "train")
+        self.annotations_dir = option(cfg, "data.annotations_dir", "posetrack_data")
+        self.sequences = option(cfg, "data.sequences")
+        size = option(cfg, "data.input_size")
         self.input_size = check_input_size(size, "data.input_size") if size is not None else None
-        self.epochs = int(_get(cfg, "optim.epochs", 1))
-        self.no_aug_epochs = int(_get(cfg, "optim.no_aug_epochs", 0))
-        loss = dict(reg_weight=float(_get(cfg, "loss.reg_weight", 5.0)),
-                    iou_type=str(_get(cfg, "loss.iou_type", "iou")),
-                    center_radius=float(_get(cfg, "loss.center_radius", 2.5)),
-                    in_box_candidates=bool(_get(cfg, "loss.in_box_candidates", True)))
-        use_l1 = _get(cfg, "loss.use_l1")
+        self.epochs = int(option(cfg, "optim.epochs", 1))
+        self.no_aug_epochs = int(option(cfg, "optim.no_aug_epochs", 0))
+        loss = dict(reg_weight=float(option(cfg, "loss.reg_weight", 5.0)),
+                    iou_type=str(option(cfg, "loss.iou_type", "iou")),
+                    center_radius=float(option(cfg, "loss.center_radius", 2.5)),
+                    in_box_candidates=bool(option(cfg, "loss.in_box_candidates", True)))
+        use_l1 = option(cfg, "loss.use_l1")
         self.use_l1 = None if use_l1 is None else bool(use_l1)
         self.losses = {flag: YoloxLoss(self.num_classes, use_l1=flag, **loss) for flag in (False, True)}
         self._found_size: str | None = None
@@ -154,7 +136,7 @@ class DetectorTask:
     def augment_config(self):
         from kprtrack.train.detector.augment import AugmentConfig
 
-        return AugmentConfig(**(_get(self.cfg, "aug") or {}))
+        return AugmentConfig(**(option(self.cfg, "aug") or {}))
 
     def make_collate(self, dataset: Sequence[Any], seed: int, epoch: int) -> Callable[[list[Any]], dict]:
         from kprtrack.train.detector.augment import DetectionCollate
@@ -232,20 +214,20 @@ class DetectorTask:
         return dict(checkpoint["model"]), dict(checkpoint.get("training_state") or {})
 
     def evaluate(self, checkpoint: Path, output_dir: Path) -> dict[str, float]:
-        split = _get(self.cfg, "eval.split")
+        split = option(self.cfg, "eval.split")
         if not split:
             return {}
         from kprtrack.train.detector.evaluate import TRACKER_THRESHOLDS, evaluate_detector
 
-        device = _get(self.cfg, "eval.device") or _get(self.cfg, "device", "cpu")
+        device = option(self.cfg, "eval.device") or option(self.cfg, "device", "cpu")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return evaluate_detector(
-            checkpoint, _get(self.cfg, "eval.root", self.root), split,
-            _get(self.cfg, "eval.annotations_dir", self.annotations_dir), input_size=_get(self.cfg, "eval.input_size"),
+            checkpoint, option(self.cfg, "eval.root", self.root), split,
+            option(self.cfg, "eval.annotations_dir", self.annotations_dir), input_size=option(self.cfg, "eval.input_size"),
             device=device,
-            score_thresh=float(_get(self.cfg, "eval.score_thresh", 0.01)),
-            recall_thresholds=tuple(_get(self.cfg, "eval.recall_thresholds", TRACKER_THRESHOLDS)),
-            recall_iou=float(_get(self.cfg, "eval.recall_iou", 0.5)),
-            batch_size=int(_get(self.cfg, "eval.batch_size", 8)),
-            sequences=_get(self.cfg, "eval.sequences"), output_dir=output_dir)
+            score_thresh=float(option(self.cfg, "eval.score_thresh", 0.01)),
+            recall_thresholds=tuple(option(self.cfg, "eval.recall_thresholds", TRACKER_THRESHOLDS)),
+            recall_iou=float(option(self.cfg, "eval.recall_iou", 0.5)),
+            batch_size=int(option(self.cfg, "eval.batch_size", 8)),
+            sequences=option(self.cfg, "eval.sequences"), output_dir=output_dir)

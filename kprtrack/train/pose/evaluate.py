@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from kprtrack.errors import InputError
+from kprtrack.train.common import option
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +70,6 @@ class EvalSettings:
     input_size: tuple[int, int] | None = None
 
 
-def _get(node, key: str, default=None):
-    if node is None:
-        return default
-    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
-    return default if value is None else value
-
-
 def default_kit_dir() -> Path | None:
     """The kit's ``eval/posetrack21`` under $KPRTRACK_SHARED or ``<repo>/../shared``, where present."""
     shared = Path(os.environ.get("KPRTRACK_SHARED", REPO.parent / "shared"))
@@ -93,15 +87,15 @@ def resolve_kit_dir(path: str | Path) -> Path | None:
 
 def eval_settings(cfg) -> EvalSettings:
     """``cfg.eval`` (and ``cfg.data``) with the defaults above; InputError on a bad value."""
-    ev, data = _get(cfg, "eval"), _get(cfg, "data")
-    root = _get(ev, "root", _get(data, "root"))
+    ev, data = option(cfg, "eval"), option(cfg, "data")
+    root = option(ev, "root", option(data, "root"))
     if root is None:
         raise InputError("eval.root (or data.root) is not set: the PoseTrack21 folder with images/ and "
                          "posetrack_data/")
-    boxes = str(_get(ev, "boxes", "gt"))
+    boxes = str(option(ev, "boxes", "gt"))
     if boxes != "gt":
         raise InputError(f"eval.boxes must be gt (top-down on ground-truth boxes), got {boxes!r}")
-    kit_dir = _get(ev, "kit_dir")
+    kit_dir = option(ev, "kit_dir")
     if kit_dir is not None:
         found = resolve_kit_dir(str(kit_dir))
         if found is None:
@@ -110,16 +104,16 @@ def eval_settings(cfg) -> EvalSettings:
         kit_dir = found
     else:
         kit_dir = default_kit_dir()
-    sequences = _get(ev, "sequences")
-    size = _get(data, "input_size")
-    decode = _get(ev, "decode")
+    sequences = option(ev, "sequences")
+    size = option(data, "input_size")
+    decode = option(ev, "decode")
     return EvalSettings(
-        root=Path(str(root)).expanduser(), split=str(_get(ev, "split", "val")),
-        annotations_dir=str(_get(ev, "annotations_dir", _get(data, "annotations_dir", "posetrack_data"))),
+        root=Path(str(root)).expanduser(), split=str(option(ev, "split", "val")),
+        annotations_dir=str(option(ev, "annotations_dir", option(data, "annotations_dir", "posetrack_data"))),
         sequences=tuple(str(s) for s in sequences) if sequences else None,
-        kit_dir=kit_dir, kit_python=None if _get(ev, "kit_python") is None else str(_get(ev, "kit_python")),
-        kit_timeout_s=float(_get(ev, "kit_timeout_s", 3600)), flip_test=bool(_get(ev, "flip_test", True)),
-        boxes=boxes, batch_size=int(_get(ev, "batch_size", 32)), device=str(_get(ev, "device", "auto")),
+        kit_dir=kit_dir, kit_python=None if option(ev, "kit_python") is None else str(option(ev, "kit_python")),
+        kit_timeout_s=float(option(ev, "kit_timeout_s", 3600)), flip_test=bool(option(ev, "flip_test", True)),
+        boxes=boxes, batch_size=int(option(ev, "batch_size", 32)), device=str(option(ev, "device", "auto")),
         decode=None if decode is None else str(decode),
         input_size=None if size is None else (int(size[0]), int(size[1])))
 

@@ -37,19 +37,13 @@ from kprtrack.train.pose.augment import AugmentConfig, augment, normalise
 from kprtrack.train.pose.data import PoseItem, load_pose_items
 from kprtrack.train.pose.loss import KeypointMSELoss
 from kprtrack.train.pose.targets import CODECS, encode
+from kprtrack.train.common import option
 
 log = logging.getLogger(__name__)
 
 HEATMAP_STRIDE = 4  # HRNet's heatmaps are 1/4 of the input
 NEW_JOINT_ROWS = (1, 2)  # PoseTrack head_bottom, head_top: COCO's left/right eye rows
 _OPTION = re.compile(r"\bpose\.(arch|layout|strict|weights|download)\b")
-
-
-def _get(node, key: str, default=None):
-    if node is None:
-        return default
-    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
-    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -65,14 +59,14 @@ class TargetSettings:
 
 
 def target_settings(data) -> TargetSettings:
-    size = tuple(int(v) for v in _get(data, "input_size", (256, 192)))
+    size = tuple(int(v) for v in option(data, "input_size", (256, 192)))
     if len(size) != 2 or any(v < 32 or v % 32 for v in size):
         raise InputError(f"data.input_size must be [height, width], multiples of 32, got {list(size)}")
-    codec = str(_get(data, "codec", "msra")).lower()
+    codec = str(option(data, "codec", "msra")).lower()
     if codec not in CODECS:
         raise InputError(f"data.codec must be one of {sorted(CODECS)}, got {codec!r}")
-    sigma = float(_get(data, "sigma", 2.0))
-    padding = float(_get(data, "padding", 1.25))
+    sigma = float(option(data, "sigma", 2.0))
+    padding = float(option(data, "padding", 1.25))
     if sigma <= 0 or padding <= 0:
         raise InputError(f"data.sigma and data.padding must be > 0, got {sigma}, {padding}")
     return TargetSettings(size, codec, sigma, padding)
@@ -122,26 +116,26 @@ class PoseTask:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.settings = target_settings(_get(cfg, "data"))
-        self.aug = AugmentConfig.from_cfg(_get(cfg, "aug"))
+        self.settings = target_settings(option(cfg, "data"))
+        self.aug = AugmentConfig.from_cfg(option(cfg, "aug"))
         self.criterion = KeypointMSELoss(use_target_weight=True)
         self.arch: str | None = None
         self.start_layout: str | None = None
 
     # data ---------------------------------------------------------------------------------------
     def build_dataset(self) -> Sequence[Any]:
-        data = _get(self.cfg, "data")
-        root = _get(data, "root")
+        data = option(self.cfg, "data")
+        root = option(data, "root")
         if root is None:
             raise InputError("data.root is not set (the PoseTrack21 folder with images/ and posetrack_data/)")
-        sequences = _get(data, "sequences")
-        items = load_pose_items(str(root), split=str(_get(data, "split", "train")),
-                                annotations_dir=str(_get(data, "annotations_dir", "posetrack_data")),
+        sequences = option(data, "sequences")
+        items = load_pose_items(str(root), split=str(option(data, "split", "train")),
+                                annotations_dir=str(option(data, "annotations_dir", "posetrack_data")),
                                 sequences=[str(s) for s in sequences] if sequences else None,
-                                min_keypoints=int(_get(data, "min_keypoints", 1)))
+                                min_keypoints=int(option(data, "min_keypoints", 1)))
         if not items:
             raise InputError("no annotated person with a box and a labelled keypoint in the training split",
-                             Path(str(root)) / str(_get(data, "annotations_dir", "posetrack_data")))
+                             Path(str(root)) / str(option(data, "annotations_dir", "posetrack_data")))
         return items
 
     def make_collate(self, dataset: Sequence[Any], seed: int, epoch: int) -> PoseCollate:
@@ -153,18 +147,18 @@ class PoseTask:
         download, the three checkpoint formats, layout and arch checks), then set to train."""
         from kprtrack.pose.hrnet import HRNetPose
 
-        m = _get(self.cfg, "model")
-        weights = _get(m, "weights")
-        arch = _get(m, "arch")
-        layout = _get(m, "layout")
-        head_init = str(_get(m, "head_init", "eyes"))
+        m = option(self.cfg, "model")
+        weights = option(m, "weights")
+        arch = option(m, "arch")
+        layout = option(m, "layout")
+        head_init = str(option(m, "head_init", "eyes"))
         if head_init not in ("eyes", "reset"):
             raise InputError(f"model.head_init must be eyes or reset, got {head_init!r}")
         try:
             estimator = HRNetPose(weights=None if weights in (None, "", "null") else str(weights),
                                   arch=None if arch is None else str(arch), input_size=self.settings.input_size,
                                   layout=None if layout is None else str(layout), flip_test=False, device="cpu",
-                                  strict=bool(_get(m, "strict", True)), download=bool(_get(m, "download", True)))
+                                  strict=bool(option(m, "strict", True)), download=bool(option(m, "download", True)))
         except InputError as err:  # the inference loader names its keys pose.*; here they are model.*
             if type(err) is not InputError:
                 raise
