@@ -39,8 +39,8 @@ from kprtrack.detector.yolox_processing import check_input_size
 from kprtrack.detector.yolox_weights import (
     YOLOX_WEIGHTS, describe_state_dict, load_state_dict, save_yolox_checkpoint)
 from kprtrack.errors import InputError
-from kprtrack.train.detector.loss import YoloxLoss
 from kprtrack.train.common import option
+from kprtrack.train.detector.loss import YoloxLoss
 
 BN_MOMENTUM = 0.03  # upstream init_yolo (PyTorch's convention: weight of the new batch)
 PRIOR_PROB = 0.01  # upstream initialize_biases, for heads trained from scratch

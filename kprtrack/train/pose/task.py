@@ -33,11 +33,11 @@ import torch
 from torch import nn
 
 from kprtrack.errors import InputError
+from kprtrack.train.common import option
 from kprtrack.train.pose.augment import AugmentConfig, augment, normalise
 from kprtrack.train.pose.data import PoseItem, load_pose_items
 from kprtrack.train.pose.loss import KeypointMSELoss
 from kprtrack.train.pose.targets import CODECS, encode
-from kprtrack.train.common import option
 
 log = logging.getLogger(__name__)
 
