@@ -55,8 +55,11 @@ def greedy_matches(gt: np.ndarray, boxes: np.ndarray, scores: np.ndarray, iou_th
 
 def coco_ap(images: list[dict], gts: list[np.ndarray], dets: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """AP, AP50, AP75, AR100 (pycocotools COCOeval, bbox, one "person" category)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise InputError("person AP needs pycocotools: pip install 'kprtrack[train]' (or eval_every=0)") from None
 
     annotations, rows = [], []
     for image, gt, (boxes, scores) in zip(images, gts, dets):
