@@ -68,6 +68,17 @@ def test_ema_is_what_ships(tmp_path):
     assert not _same(shipped, result["model"].state_dict())
 
 
+def test_freeze_bn_stats_keeps_running_statistics(tmp_path):
+    start = ToyTask(None).build_model().state_dict()
+    result = _run(tmp_path / "run", freeze_bn_stats=True)
+    end = result["model"].state_dict()
+    assert torch.equal(end["1.running_mean"], start["1.running_mean"])
+    assert torch.equal(end["1.running_var"], start["1.running_var"])
+    assert not torch.equal(end["1.weight"], start["1.weight"])  # the affine part still trains
+    moving = _run(tmp_path / "moving")["model"].state_dict()
+    assert not torch.equal(moving["1.running_mean"], start["1.running_mean"])
+
+
 def test_ema_decay_ramps_up():
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
