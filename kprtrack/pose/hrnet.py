@@ -11,8 +11,7 @@ from kprtrack.pose.hrnet_checkpoint import (
     HRNET_WEIGHTS, adapt_keys, decode_from_meta, hints_from_file_name, infer_arch, input_size_from_meta,
     layout_from_meta, load_into, read_checkpoint)
 from kprtrack.pose.layouts import check_layout, flip_index
-from kprtrack.pose.topdown import TopDownEstimator, box_to_center_scale, crop_batch, to_frame, usable_boxes
-from kprtrack.record import NUM_KEYPOINTS
+from kprtrack.pose.topdown import TopDownEstimator
 
 log = logging.getLogger(__name__)
 
@@ -159,20 +158,9 @@ class HRNetPose(TopDownEstimator):
         kpts[..., :2] *= heatmap_to_input_scale(self.decode, self.input_size, maps.shape[2:])
         return kpts
 
-    def estimate_native(self, frame, boxes: np.ndarray) -> np.ndarray:
-        """As TopDownEstimator's, with UDP's crop geometry when ``decode == 'udp'``."""
+    def _crop_geometry(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """UDP models are cropped with UDP's geometry (mmpose's use_udp warp)."""
+        centers, scales = super()._crop_geometry(boxes)
         if self.decode != "udp":
-            return super().estimate_native(frame, boxes)
-        image = self._frame_image(frame)
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        out = np.zeros((len(boxes), NUM_KEYPOINTS, 3), dtype=np.float32)
-        keep = usable_boxes(boxes, image.shape[1], image.shape[0], self.min_box_size)
-        if not keep.any():
-            return out
-        centers, scales = udp_center_scale(*box_to_center_scale(boxes[keep], self.input_size, self.padding),
-                                           self.input_size)
-        kpts = np.asarray(self._infer(crop_batch(image, centers, scales, self.input_size, rgb=True)),
-                          dtype=np.float64)
-        kpts[..., :2] = to_frame(kpts[..., :2], centers, scales, self.input_size)
-        out[keep] = kpts.astype(np.float32)
-        return out
+            return centers, scales
+        return udp_center_scale(centers, scales, self.input_size)

@@ -116,12 +116,16 @@ class TopDownEstimator:
         keep = usable_boxes(boxes, image.shape[1], image.shape[0], self.min_box_size)
         if not keep.any():
             return out
-        centers, scales = box_to_center_scale(boxes[keep], self.input_size, self.padding)
+        centers, scales = self._crop_geometry(boxes[keep])
         crops = crop_batch(image, centers, scales, self.input_size, rgb=True)
         kpts = np.asarray(self._infer(crops), dtype=np.float64)
         kpts[..., :2] = to_frame(kpts[..., :2], centers, scales, self.input_size)
         out[keep] = kpts.astype(np.float32)
         return out
+
+    def _crop_geometry(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(centres, scales) of the crops of these boxes."""
+        return box_to_center_scale(boxes, self.input_size, self.padding)
 
     def estimate(self, frame: Frame, detections: Detections) -> Detections:
         native = self.estimate_native(frame, detections.boxes)
