@@ -129,7 +129,7 @@ def evaluate_pose(checkpoint: str | Path, cfg, output_dir: str | Path) -> dict[s
     why = _kit_missing(settings)
     if why:
         print(f"pose evaluation skipped: {why}", flush=True)
-        log.warning("pose evaluation skipped: %s", why)
+        log.info("pose evaluation skipped: %s", why)  # printed already: not a second line on stderr
         return {}
     from kprtrack.pose.hrnet import HRNetPose
 

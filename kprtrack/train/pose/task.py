@@ -121,6 +121,7 @@ class PoseTask:
         self.criterion = KeypointMSELoss(use_target_weight=True)
         self.arch: str | None = None
         self.start_layout: str | None = None
+        self.eval_skipped = False  # no kit configured: said at the first evaluation, not every epoch
 
     # data ---------------------------------------------------------------------------------------
     def build_dataset(self) -> Sequence[Any]:
@@ -202,9 +203,13 @@ class PoseTask:
         return read_pose_checkpoint(path)
 
     def evaluate(self, checkpoint: Path, output_dir: Path) -> dict[str, float]:
-        from kprtrack.train.pose.evaluate import evaluate_pose
+        from kprtrack.train.pose.evaluate import _kit_missing, eval_settings, evaluate_pose
 
-        return evaluate_pose(checkpoint, self.cfg, output_dir)
+        if self.eval_skipped:
+            return {}
+        metrics = evaluate_pose(checkpoint, self.cfg, output_dir)  # prints the reason when it skips
+        self.eval_skipped = not metrics and _kit_missing(eval_settings(self.cfg)) is not None
+        return metrics
 
 
 def _init_head_rows(layer: nn.Conv2d, rows) -> None:
