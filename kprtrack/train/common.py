@@ -2,6 +2,7 @@
 per-(epoch, rank) seeding, the per-rank slice collate, ``metrics.csv`` and TensorBoard logging."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -158,3 +159,38 @@ def option(node, key: str, default=None):
 
         return OmegaConf.to_container(node, resolve=True)
     return node
+
+
+def accumulated_step(wrapped, model, slices: list, forward, optimizer, scaler, dist: Dist, use_amp: bool,
+                     where: str) -> tuple[float, dict[str, float]]:
+    """One optimiser step over a rank's sub-batches: each one's loss / S backpropagated (DDP
+    all-reduces on the last only), then the step. ``forward(wrapped, batch) -> (total, terms)``.
+    BatchNorm running statistics are those of sub-batch 0, as DDP keeps rank 0's buffers, so one
+    process with S sub-batches matches S processes. -> (loss, {term: value}), means over sub-batches."""
+    subs = len(slices)
+    sums: dict[str, float] = {}
+    optimizer.zero_grad(set_to_none=True)
+    for s, batch in enumerate(slices):
+        batch = {k: (v.to(dist.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                 for k, v in batch.items()}
+        sync = s == subs - 1 or not dist.enabled
+        kept = [b.detach().clone() for b in model.buffers()] if s > 0 else None
+        with (wrapped.no_sync() if not sync else contextlib.nullcontext()):
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                total, terms = forward(wrapped, batch)
+            if not torch.isfinite(total):
+                raise InputError(f"the loss became {float(total)} at {where} (lower optim.lr, check the data)")
+            scaled = total / subs
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if kept is not None:
+            with torch.no_grad():
+                for buffer, value in zip(model.buffers(), kept):
+                    buffer.copy_(value)
+        for name, value in {"loss": total, **terms}.items():
+            sums[name] = sums.get(name, 0.0) + float(torch.as_tensor(value).detach()) / subs
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return sums["loss"], sums

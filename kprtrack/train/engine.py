@@ -23,7 +23,6 @@ BatchNorm was folded into the convolutions (ONNX exports).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -35,8 +34,8 @@ import torch
 from torch import nn
 
 from kprtrack.errors import InputError
-from kprtrack.train.common import (Dist, SliceCollate, TensorBoard, epoch_seed, read_metrics_csv, seed_all,
-                                   setup_distributed, write_metrics_csv)
+from kprtrack.train.common import (Dist, SliceCollate, TensorBoard, accumulated_step, epoch_seed, read_metrics_csv,
+                                   seed_all, setup_distributed, write_metrics_csv)
 from kprtrack.train.schedules import schedule_from
 from kprtrack.train.task import TrainTask
 
@@ -119,8 +118,8 @@ def build_optimizer(groups: list[dict], optim) -> torch.optim.Optimizer:
     raise InputError(f"optim.name={name!r} unknown (known: sgd, adam, adamw)")
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+def _forward(wrapped: nn.Module, batch: dict):
+    return wrapped(batch)
 
 
 def _wrap(model: nn.Module, task: TrainTask, dist: Dist, find_unused: bool) -> nn.Module:
@@ -237,32 +236,10 @@ def _train(cfg, task: TrainTask, dist: Dist) -> dict:
             lr = schedule.at(epoch, i)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for s, sub in enumerate(slices):  # gradient accumulation: sum of (slice loss / subs)
-                sub = _to_device(sub, dist.device)
-                sync = s == subs - 1 or not dist.enabled  # DDP all-reduces on the last sub-batch only
-                kept = [b.detach().clone() for b in model.buffers()] if s > 0 else None
-                with (wrapped.no_sync() if not sync else contextlib.nullcontext()):
-                    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                        total, terms = wrapped(sub)
-                    if not torch.isfinite(total):
-                        raise InputError(f"{task.name}: the loss became {float(total)} at epoch {epoch + 1}, "
-                                         f"iteration {i + 1} (lower optim.lr, check the data)")
-                    scaled = total / subs
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                if kept is not None:  # running statistics follow slice 0 only: DDP broadcasts rank 0's
-                    with torch.no_grad():
-                        for buffer, value in zip(model.buffers(), kept):
-                            buffer.copy_(value)
-                step_loss += float(total.detach()) / subs
-                for name, value in {"loss": total, **terms}.items():
-                    sums[name] = sums.get(name, 0.0) + float(torch.as_tensor(value).detach()) / subs
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            step_loss, terms = accumulated_step(wrapped, model, slices, _forward, optimizer, scaler, dist, use_amp,
+                                                f"{task.name} epoch {epoch + 1}, iteration {i + 1}")
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value
             if ema is not None:
                 ema.update(model)
             done += 1

@@ -27,7 +27,6 @@ cross-entropy term) that exercises the engine itself: schedule, resume, CSV, DDP
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
@@ -39,8 +38,8 @@ from torch import nn
 from kprtrack.errors import InputError
 from kprtrack.io import atomic_open
 from kprtrack.reid.train.schedule import WarmupCosine, build_sgd, tokenizer_frozen
-from kprtrack.train.common import (Dist, SliceCollate, TensorBoard, epoch_seed, read_metrics_csv, seed_all,
-                                   setup_distributed, write_metrics_csv)
+from kprtrack.train.common import (Dist, SliceCollate, TensorBoard, accumulated_step, epoch_seed, read_metrics_csv,
+                                   seed_all, setup_distributed, write_metrics_csv)
 from kprtrack.weights import torch_load
 
 
@@ -295,8 +294,8 @@ def reid_settings(cfg, checkpoint: Path | str, device: torch.device | str = "cpu
 
 # ---------------------------------------------------------------- training
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+def _forward(wrapped: nn.Module, batch: dict):
+    return wrapped(batch["images"], batch.get("prompts"), batch["pids"], batch.get("part_labels"))
 
 
 def _wrap(model: nn.Module, loss_fn: nn.Module, dist: Dist, find_unused: bool) -> nn.Module:
@@ -403,26 +402,10 @@ def _train(cfg, dist: Dist) -> dict:
             if i >= iters:
                 break
             scheduler.step(epoch, i)
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for s, batch in enumerate(slices):  # gradient accumulation: sum of (slice loss / subs)
-                batch = _to_device(batch, dist.device)
-                sync = s == subs - 1 or not dist.enabled  # DDP all-reduces on the last sub-batch only
-                with (wrapped.no_sync() if not sync else contextlib.nullcontext()):
-                    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                        total, terms = wrapped(batch["images"], batch.get("prompts"), batch["pids"],
-                                               batch.get("part_labels"))
-                    scaled = total / subs if subs > 1 else total
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                step_loss += float(total.detach()) / subs  # logged terms: mean over sub-batches
-                sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) / subs
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + float(torch.as_tensor(value).detach()) / subs
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            step_loss, terms = accumulated_step(wrapped, model, slices, _forward, optimizer, scaler, dist, use_amp,
+                                                f"train-reid epoch {epoch + 1}, iteration {i + 1}")
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value
             done += 1
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}")
