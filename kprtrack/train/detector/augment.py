@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Sequence
 
 import cv2
@@ -222,7 +223,8 @@ class DetectionCollate:
     Each batch's draws come from a generator seeded with (``seed``, the batch's items), not from a
     running stream: the batches are the same whichever DataLoader worker builds them, in whatever
     order, and workers never repeat each other's draws. A new seed (the engine's per-epoch one)
-    gives new draws for the same items.
+    gives new draws for the same items. Items are named by sequence, image id and file name, not
+    by their absolute path: the same data set copied elsewhere trains the same.
     """
 
     def __init__(self, dataset: Sequence[DetectionItem], input_size: tuple[int, int], seed: int, mosaic: bool,
@@ -255,7 +257,7 @@ class DetectionCollate:
     def batch_generator(self, items: Sequence[DetectionItem]) -> np.random.Generator:
         key = hashlib.blake2b(digest_size=8)
         for item in items:
-            key.update(f"{item.sequence}\0{item.image_id}\0{item.image_path}\n".encode())
+            key.update(f"{item.sequence}\0{item.image_id}\0{PurePath(item.image_path).name}\n".encode())
         return np.random.default_rng([self.seed % 2**64, int.from_bytes(key.digest(), "little")])
 
     def sample(self, item: DetectionItem, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -129,6 +129,11 @@ class YoloxLoss:
         grids, strides = outputs["grids"].float(), outputs["strides"].float()
         targets = targets.to(device=boxes.device, dtype=torch.float32)
         batch, num_anchors = obj.shape
+        if not bool(torch.isfinite(obj).all() & torch.isfinite(cls).all()):
+            # A diverged model: SimOTA's BCE would raise on NaN scores; a NaN total lets the
+            # engine stop with its one-line "the loss became nan" error instead.
+            nan = (obj.sum() + cls.sum()) * float("nan")
+            return nan, {name: nan.detach() for name in ("iou", "obj", "cls", "l1")}
         valid = (targets[..., 3] > 0) & (targets[..., 4] > 0)
 
         obj_target = torch.zeros_like(obj)
