@@ -154,7 +154,7 @@ def find_sequences(root: str | Path, split: str = "val", annotations_dir: str = 
         raise InputError("data root not found", root)
     if not folder.is_dir():
         raise InputError(f"annotation folder not found (expected <root>/{annotations_dir}/{split}; "
-                         f"set dataset.annotations_dir / dataset.split)", folder)
+                         f"set the annotations_dir / split options)", folder)
     files = sorted(folder.glob("*.json"))
     if not files:
         raise InputError("no sequence .json files in the annotation folder", folder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import os
 import random
@@ -179,7 +180,7 @@ def accumulated_step(wrapped, model, slices: list, forward, optimizer, scaler, d
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                 total, terms = forward(wrapped, batch)
             if not torch.isfinite(total):
-                raise InputError(f"the loss became {float(total)} at {where} (lower optim.lr, check the data)")
+                raise InputError(f"the loss became {float(total.detach())} at {where} (lower optim.lr, check the data)")
             scaled = total / subs
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if kept is not None:
@@ -194,3 +195,13 @@ def accumulated_step(wrapped, model, slices: list, forward, optimizer, scaler, d
     else:
         optimizer.step()
     return sums["loss"], sums
+
+
+def batch_rng(seed: int, keys) -> np.random.Generator:
+    """The augmentation generator of one batch: from the collate's seed (run seed, epoch, slot) and
+    the batch's item keys, so a batch is augmented the same whichever DataLoader worker makes it,
+    however many there are, and wherever the data set lives."""
+    digest = hashlib.blake2b(digest_size=8)
+    for key in keys:
+        digest.update(f"{key}\n".encode())
+    return np.random.default_rng([int(seed) % 2**64, int.from_bytes(digest.digest(), "little")])

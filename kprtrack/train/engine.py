@@ -18,8 +18,7 @@ through the task's evaluation, which loads that file with the inference stage. A
 ``checkpoints/model.pth``. ``resume=true`` continues from ``last.pth``.
 
 ``freeze_bn_stats=true`` keeps every BatchNorm in inference mode (the start weights' running
-statistics, affine parameters still trained): small-batch fine-tunes, and start weights whose
-BatchNorm was folded into the convolutions (ONNX exports).
+statistics, affine parameters still trained), for small-batch fine-tunes.
 """
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ Every random draw comes from a ``numpy.random.Generator``: the same seed gives t
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -25,6 +24,7 @@ import numpy as np
 
 from kprtrack.detector.yolox_processing import PAD_VALUE, check_input_size, letterbox, to_tensor_layout
 from kprtrack.errors import InputError
+from kprtrack.train.common import batch_rng
 from kprtrack.train.detector.data import DetectionItem, read_item
 
 HSV_GAINS = (5, 30, 30)  # hue (OpenCV's 0-179 scale), saturation, value: largest additive offsets
@@ -255,10 +255,8 @@ class DetectionCollate:
                 "num_boxes": torch.from_numpy(counts)}
 
     def batch_generator(self, items: Sequence[DetectionItem]) -> np.random.Generator:
-        key = hashlib.blake2b(digest_size=8)
-        for item in items:
-            key.update(f"{item.sequence}\0{item.image_id}\0{PurePath(item.image_path).name}\n".encode())
-        return np.random.default_rng([self.seed % 2**64, int.from_bytes(key.digest(), "little")])
+        return batch_rng(self.seed, (f"{item.sequence}\0{item.image_id}\0{PurePath(item.image_path).name}"
+                                     for item in items))
 
     def sample(self, item: DetectionItem, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One augmented network input [3, H, W] and its [N, 4] xyxy boxes in input pixels."""

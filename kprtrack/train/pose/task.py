@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from kprtrack.errors import InputError
-from kprtrack.train.common import option
+from kprtrack.train.common import batch_rng, option
 from kprtrack.train.pose.augment import AugmentConfig, augment, normalise
 from kprtrack.train.pose.data import PoseItem, load_pose_items
 from kprtrack.train.pose.loss import KeypointMSELoss
@@ -74,27 +74,22 @@ def target_settings(data) -> TargetSettings:
 
 class PoseCollate:
     """Items -> {"images" [B,3,H,W], "heatmaps" [B,17,h,w], "target_weights" [B,17]}. Picklable;
-    its generator is seeded by ``seed`` and the DataLoader worker id on first use."""
+    each batch's generator comes from ``seed`` and its items (:func:`kprtrack.train.common.batch_rng`)."""
 
     def __init__(self, settings: TargetSettings, aug: AugmentConfig, seed: int | None):
         self.settings, self.aug, self.seed = settings, aug, seed
-        self._rng: np.random.Generator | None = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "_rng": None}
-
-    @property
-    def rng(self) -> np.random.Generator:
-        if self._rng is None:
-            info = torch.utils.data.get_worker_info()
-            self._rng = np.random.default_rng(None if self.seed is None else [int(self.seed), info.id if info else 0])
-        return self._rng
+    def batch_generator(self, items: list[PoseItem]) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng()
+        return batch_rng(self.seed, (f"{it.sequence}\0{it.image_id}\0{it.track_id}\0{it.bbox.tolist()}"
+                                     for it in items))
 
     def __call__(self, items: list[PoseItem]) -> dict:
         from kprtrack.data.posetrack import read_image
 
         s = self.settings
-        rng = self.rng
+        rng = self.batch_generator(items)
         frames: dict[str, np.ndarray] = {}
         crops, heatmaps, weights = [], [], []
         for item in items:
