@@ -41,21 +41,23 @@ FLIP_INDEX = flip_index("posetrack")
 @dataclass(frozen=True)
 class AugmentConfig:
     """``cfg.aug``; ``enabled: false`` leaves only the box padding and the affine (mmpose's val
-    pipeline)."""
+    pipeline). Scale +-0.35, rotation 45 and half-body from 8 joints are the HRNet recipe (Sun et al.,
+    mmpose 0.x's PoseTrack18 config); mmpose 1.x's transform defaults are scale 0.5-1.5, rotation 80,
+    half-body from 9 joints."""
 
     enabled: bool = True
     flip_prob: float = 0.5
     half_body_prob: float = 0.3
-    half_body_min_total: int = 9
+    half_body_min_total: int = 8
     half_body_min_upper: int = 2
     half_body_min_lower: int = 3
     half_body_padding: float = 1.5
     half_body_upper_prob: float = 0.7
     shift_factor: float = 0.16
     shift_prob: float = 0.3
-    scale_range: tuple[float, float] = (0.5, 1.5)
+    scale_range: tuple[float, float] = (0.65, 1.35)
     scale_prob: float = 1.0
-    rotate_factor: float = 80.0
+    rotate_factor: float = 45.0
     rotate_prob: float = 0.6
 
     @classmethod
