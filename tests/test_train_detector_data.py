@@ -256,3 +256,26 @@ def test_images_without_people_and_the_label_cap(tmp_path):
         config = AugmentConfig(max_labels=3, mosaic_prob=0.0)
         batch = DetectionCollate([crowd], (32, 32), seed=0, mosaic=mosaic_on, config=config)([crowd])
         assert batch["targets"].shape == (1, 3, 5) and int(batch["num_boxes"][0]) == 3
+
+
+def test_multiscale_resizes_images_and_targets_together():
+    import torch
+
+    from kprtrack.train.detector.augment import AugmentConfig, DetectionCollate, rescale_batch
+
+    image = torch.zeros(1, 3, 64, 128)
+    image[..., 16:48, 32:64] = 255.0  # a white box: cx 48, cy 32, w 32, h 32
+    targets = torch.zeros(1, 120, 5)
+    targets[0, 0] = torch.tensor([0.0, 48.0, 32.0, 32.0, 32.0])
+    out = rescale_batch({"images": image, "targets": targets, "num_boxes": torch.tensor([1])}, (96, 160))
+    assert out["images"].shape == (1, 3, 96, 160)
+    cls, cx, cy, w, h = out["targets"][0, 0].tolist()
+    assert (cx, cy, w, h) == pytest.approx((60.0, 48.0, 40.0, 48.0))
+    white = (out["images"][0, 0] > 127).nonzero()
+    assert white[:, 1].min() >= cx - w / 2 - 1 and white[:, 1].max() <= cx + w / 2 + 1
+    assert white[:, 0].min() >= cy - h / 2 - 1 and white[:, 0].max() <= cy + h / 2 + 1
+
+    collate = DetectionCollate([], (320, 640), seed=0, mosaic=False, config=AugmentConfig(multiscale_range=5))
+    sizes = {collate.random_size(np.random.default_rng(s)) for s in range(60)}
+    assert all(h % 32 == 0 and w % 32 == 0 and 160 <= h <= 480 and w == 2 * h for h, w in sizes)
+    assert len(sizes) > 5  # sizes really vary

@@ -47,6 +47,7 @@ class AugmentConfig:
     shear: float = 2.0  # degrees, +-
     max_labels: int = 120  # rows of the padded target tensor; further boxes are dropped
     min_box_side: float = 1.0  # boxes not wider and taller than this (input pixels) are dropped
+    multiscale_range: int = 0  # upstream's multiscale training: each batch resized to (H/32 +- k) * 32, 0 = off
 
     def __post_init__(self):
         for name in ("mosaic_prob", "mixup_prob", "hsv_prob", "flip_prob"):
@@ -63,6 +64,8 @@ class AugmentConfig:
             setattr(self, name, (low, high))
         if int(self.max_labels) < 1:
             raise InputError(f"augmentation max_labels must be at least 1, got {self.max_labels!r}")
+        if int(self.multiscale_range) < 0:
+            raise InputError(f"augmentation multiscale_range must be >= 0, got {self.multiscale_range!r}")
 
 
 def augment_hsv(image: np.ndarray, rng: np.random.Generator, gains: Sequence[float] = HSV_GAINS) -> np.ndarray:
@@ -212,6 +215,21 @@ def to_targets(boxes: np.ndarray, max_labels: int) -> np.ndarray:
     return targets
 
 
+def rescale_batch(batch: dict, size: tuple[int, int]) -> dict:
+    """A batch resized to ``size`` (h, w) as upstream's ``preprocess``: bilinear images, targets'
+    x (cx, w) and y (cy, h) columns scaled."""
+    import torch.nn.functional as F
+
+    images, targets = batch["images"], batch["targets"].clone()
+    height, width = images.shape[2:]
+    if (height, width) == tuple(size):
+        return batch
+    images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
+    targets[..., 1::2] *= size[1] / width
+    targets[..., 2::2] *= size[0] / height
+    return {**batch, "images": images, "targets": targets}
+
+
 class DetectionCollate:
     """Turns a list of :class:`DetectionItem` into one training batch::
 
@@ -219,6 +237,8 @@ class DetectionCollate:
          (class 0, cx, cy, w, h in input pixels; zero rows pad), "num_boxes": int64 [B]}
 
     ``mosaic=False`` is upstream's no-aug phase: HSV jitter, flip and letterbox only.
+    ``config.multiscale_range > 0``: each batch is then resized to a random size (upstream draws one
+    every 10 iterations for all ranks; here each batch draws its own, from its own generator).
 
     Each batch's draws come from a generator seeded with (``seed``, the batch's items), not from a
     running stream: the batches are the same whichever DataLoader worker builds them, in whatever
@@ -251,8 +271,17 @@ class DetectionCollate:
             images[i], boxes = self.sample(item, rng)
             targets[i] = to_targets(boxes, max_labels)
             counts[i] = min(len(boxes), max_labels)
-        return {"images": torch.from_numpy(images), "targets": torch.from_numpy(targets),
-                "num_boxes": torch.from_numpy(counts)}
+        batch = {"images": torch.from_numpy(images), "targets": torch.from_numpy(targets),
+                 "num_boxes": torch.from_numpy(counts)}
+        return rescale_batch(batch, self.random_size(rng)) if self.config.multiscale_range else batch
+
+    def random_size(self, rng: np.random.Generator) -> tuple[int, int]:
+        """Upstream's random_resize: height (H/32 + k) * 32, k uniform in [-range, range], the width
+        keeping the input's aspect ratio, both multiples of 32."""
+        height, width = self.input_size
+        r = int(self.config.multiscale_range)
+        k = int(rng.integers(max(1, height // 32 - r), height // 32 + r + 1))
+        return 32 * k, 32 * max(1, int(k * width / height))
 
     def batch_generator(self, items: Sequence[DetectionItem]) -> np.random.Generator:
         return batch_rng(self.seed, (f"{item.sequence}\0{item.image_id}\0{PurePath(item.image_path).name}"
