@@ -272,6 +272,22 @@ def test_two_gloo_processes_equal_one_process_with_two_sub_batches(demo, tmp_pat
     assert [r["loss"] for r in ra] != pytest.approx([r["loss"] for r in rc], rel=1e-5)
 
 
+def test_with_frozen_batchnorm_two_gloo_processes_equal_one_plain_process(demo, tmp_path):
+    """Without augmentation draws and with BatchNorm in inference mode nothing depends on how the
+    batch is split: the heatmap MSE is a mean over equal slices, so DDP's averaged gradient is the
+    whole batch's, and 2 processes equal 1 process over the undivided batch. (SGD: Adam's first steps
+    are lr * sign(gradient), which turns float rounding in near-zero gradients into lr-sized steps.)"""
+    args = [*_demo_data(demo), "optim.epochs=2", "max_iters_per_epoch=2", "eval_every=0", "optim.lr=0.002",
+            "device=cpu", "aug.enabled=false", "freeze_bn_stats=true", "optim.name=sgd", "optim.lr=0.05"]
+    _ok(train_pose(tmp_path / "two", *args, nproc=2))
+    _ok(train_pose(tmp_path / "one", *args))
+    a, b = (_weights(tmp_path / d / "checkpoints" / "model.pth") for d in ("two", "one"))
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point())
+    assert worst < 1e-5, worst
+    assert [r["loss"] for r in _rows(tmp_path / "two")] == pytest.approx([r["loss"] for r in _rows(tmp_path / "one")],
+                                                                         rel=1e-5)
+
+
 # 7 -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("corrupt, message", [
     ('{"images": [{"id": 1, "file_name"', "malformed or truncated JSON"),
