@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import hashlib
 import io
 import os
@@ -62,7 +63,10 @@ def setup_distributed(device_name: str) -> Dist:
             device = torch.device("cuda", local if world > 1 else 0)
         torch.cuda.set_device(device)
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # rank 0 evaluates (a whole val split) while the others wait at a barrier: far longer than
+        # the default collective timeout (10 min for nccl) on a real data set
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                             timeout=datetime.timedelta(hours=4))
     return Dist(rank, world, local, device)
 
 
