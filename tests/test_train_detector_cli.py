@@ -23,6 +23,8 @@ from kprtrack.train.common import read_metrics_csv
 from kprtrack.train.detector.data import load_detection_items
 from tests.conftest import shared_file
 
+pytestmark = pytest.mark.slow  # every test here runs the CLI in a subprocess
+
 DEMO_SEQUENCE = "900001_demo_val"
 TIME_COLUMNS = ("time_s", "it_per_s")
 
@@ -191,7 +193,6 @@ def test_stopped_run_resumes_to_the_uninterrupted_weights(learned, demo_root, tm
     assert without_time(read_metrics_csv(out / "metrics.csv")) == without_time(read_metrics_csv(learned / "metrics.csv"))
 
 
-@pytest.mark.slow
 def test_two_ddp_processes_equal_one_with_two_sub_batches(demo_root, tmp_path):
     """torchrun with 2 gloo processes (2 images each) against 1 process with sub_batches=2: the same
     samples, augmentation (mosaic, mixup) and BatchNorm statistics per slice, the all-reduced gradient

@@ -132,6 +132,7 @@ def test_images_without_targets_only_have_objectness_loss():
     total.backward()
 
 
+@pytest.mark.slow
 def test_loss_goes_down_on_a_fixed_batch():
     torch.manual_seed(0)
     model = YOLOX("nano", 1).train()

@@ -35,6 +35,7 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_trains_writes_metrics_and_checkpoints(tmp_path):
     result = _run(tmp_path / "run", **{"optim.epochs": 6})
     rows = read_metrics_csv(tmp_path / "run" / "metrics.csv")
@@ -46,6 +47,7 @@ def test_trains_writes_metrics_and_checkpoints(tmp_path):
     assert _same(_weights(tmp_path / "run" / "checkpoints" / "model.pth"), result["model"].state_dict())
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run(tmp_path):
     whole = _run(tmp_path / "whole", **{"ema.enabled": True})
     part = _run(tmp_path / "part", **{"ema.enabled": True, "stop_after_epoch": 2})
@@ -61,6 +63,7 @@ def test_resume_continues_the_same_run(tmp_path):
            [{k: v for k, v in r.items() if k not in drop} for r in b]
 
 
+@pytest.mark.slow
 def test_ema_is_what_ships(tmp_path):
     result = _run(tmp_path / "run", **{"ema.enabled": True})
     shipped = _weights(tmp_path / "run" / "checkpoints" / "model.pth")
@@ -68,6 +71,7 @@ def test_ema_is_what_ships(tmp_path):
     assert not _same(shipped, result["model"].state_dict())
 
 
+@pytest.mark.slow
 def test_freeze_bn_stats_keeps_running_statistics(tmp_path):
     start = ToyTask(None).build_model().state_dict()
     result = _run(tmp_path / "run", freeze_bn_stats=True)
@@ -134,6 +138,7 @@ def _toy_run(nproc: int, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=240)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one_with_two_sub_batches(tmp_path):
     """Rank r of 2 and sub-batch r of 1 process see the same samples, augmentation and BatchNorm
     statistics; the all-reduced (averaged) gradient equals the accumulated one. One process over the

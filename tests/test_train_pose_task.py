@@ -78,6 +78,7 @@ def _steps(task, items, steps=6, lr=1e-3):
     return losses
 
 
+@pytest.mark.slow
 def test_adam_steps_lower_the_loss_on_demo_data(demo_root):
     task = PoseTask(_cfg(demo_root))
     assert task.name == "train-pose"
@@ -86,6 +87,7 @@ def test_adam_steps_lower_the_loss_on_demo_data(demo_root):
     assert losses[-1] < 0.75 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_adam_steps_lower_the_loss_on_posetrack18():
     root = shared_file("data/posetrack18/annotations/val").parent.parent
     cfg = _cfg(root)
@@ -110,6 +112,7 @@ def _fake_coco_checkpoint(path):
     return net
 
 
+@pytest.mark.slow
 def test_coco_start_weights_and_head_rows(demo_root, tmp_path):
     path = tmp_path / "coco_w32.pth"
     source = _fake_coco_checkpoint(path)
@@ -129,6 +132,7 @@ def test_coco_start_weights_and_head_rows(demo_root, tmp_path):
         PoseTask(_cfg(demo_root, weights=str(path), arch="w48", download=False)).build_model()
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_through_pose_eval(demo_root, tmp_path):
     pytest.importorskip("kprtrack.train.pose.checkpoint", reason="pose-eval's checkpoint module not there yet")
     from kprtrack.pose.hrnet import HRNetPose
