@@ -283,3 +283,21 @@ def test_posetrack18_items_and_batch():
     batch = _collate(0, "udp")(items[:2])
     assert batch["heatmaps"].shape == (2, 17, 32, 24)
     assert float(batch["heatmaps"].max()) > 0.5 and float(batch["target_weights"].sum()) > 5
+
+
+def test_heatmap_targets_equal_mmpose_codecs():
+    """tests/fixtures/reference/mmpose_heatmaps.npz: mmpose 1.x's generate_gaussian_heatmaps
+    (MSRAHeatmap) and generate_udp_gaussian_heatmaps (UDPHeatmap) on seeded joints, some off the
+    heatmap, on its border or invisible (tools/mmpose_heatmap_reference.py)."""
+    from pathlib import Path
+
+    from kprtrack.train.pose.targets import msra_heatmaps, udp_heatmaps
+
+    ref = np.load(Path(__file__).parent / "fixtures" / "reference" / "mmpose_heatmaps.npz")
+    for case in range(int(ref["num_cases"])):
+        args = (ref[f"case{case}_keypoints"], ref[f"case{case}_visible"] > 0, tuple(ref[f"case{case}_input"]),
+                tuple(ref[f"case{case}_heatmap"]), float(ref[f"case{case}_sigma"]))
+        for name, encode in (("msra", msra_heatmaps), ("udp", udp_heatmaps)):
+            maps, weights = encode(*args)
+            np.testing.assert_allclose(maps, ref[f"case{case}_{name}"], atol=5e-6, err_msg=f"{name} {case}")
+            np.testing.assert_array_equal(weights, ref[f"case{case}_{name}_weights"], err_msg=f"{name} {case}")
