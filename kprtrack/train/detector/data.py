@@ -16,6 +16,7 @@ import numpy as np
 
 from kprtrack.data.posetrack import PoseTrackDataset, annotations_to_detections, polygons, read_image
 from kprtrack.detector.yolox_processing import PAD_VALUE
+from kprtrack.eval.geometry import points_in_polygons
 from kprtrack.errors import InputError
 
 
@@ -89,14 +90,10 @@ def _usable_boxes(boxes: np.ndarray, width: int, height: int, regions: list[np.n
 
 
 def centres_in_regions(boxes: np.ndarray, regions: list[np.ndarray]) -> np.ndarray:
-    """[N] bool: the box centre lies inside (or on the edge of) one of the polygons."""
-    inside = np.zeros(len(boxes), bool)
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    for polygon in regions:
-        contour = polygon.reshape(-1, 1, 2).astype(np.float32)
-        for i, (x, y) in enumerate(centres):
-            inside[i] |= cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0
-    return inside
+    """[N] bool: the box centre lies inside one of the polygons (the evaluation's point-in-polygon,
+    :func:`kprtrack.eval.geometry.points_in_polygons`: a centre on an edge is outside, as in the kit)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return points_in_polygons((boxes[:, :2] + boxes[:, 2:]) / 2, regions)
 
 
 def paint_ignore(image: np.ndarray, regions: list[np.ndarray]) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kprtrack.boxes import iou_matrix
 from kprtrack.data.posetrack import PoseTrackDataset
 from kprtrack.detector.yolox import YOLOXDetector
 from kprtrack.errors import InputError
@@ -29,21 +30,12 @@ from kprtrack.train.detector.data import centres_in_regions
 TRACKER_THRESHOLDS = (0.1, 0.5, 0.6)
 
 
-def box_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
-
-
 def greedy_matches(gt: np.ndarray, boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> int:
     """How many GT boxes are matched, detections taken by decreasing score, each to the unmatched
     GT it overlaps most (IoU >= ``iou_thresh``), as COCO's matching."""
     if not len(gt) or not len(boxes):
         return 0
-    ious = box_iou_xyxy(boxes[np.argsort(-scores, kind="stable")], gt)
+    ious = iou_matrix(boxes[np.argsort(-scores, kind="stable")], gt)
     taken = np.zeros(len(gt), bool)
     for row in ious:
         row = np.where(taken, -1.0, row)
