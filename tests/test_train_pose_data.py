@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from kprtrack.errors import InputError
+from kprtrack.pose.hrnet import normalise
 from kprtrack.pose.layouts import flip_index
 from kprtrack.pose.topdown import warp_matrices
 from kprtrack.train.pose.augment import (
-    LOWER_BODY, UPPER_BODY, AugmentConfig, affine_matrix, augment, normalise, truncnorm)
+    LOWER_BODY, UPPER_BODY, AugmentConfig, affine_matrix, augment, truncnorm)
 from kprtrack.train.pose.data import load_pose_items
 from kprtrack.train.pose.targets import encode, msra_heatmaps, udp_heatmaps
 from kprtrack.train.pose.task import PoseCollate, TargetSettings, target_settings
@@ -290,8 +291,6 @@ def test_heatmap_targets_equal_mmpose_codecs():
     (MSRAHeatmap) and generate_udp_gaussian_heatmaps (UDPHeatmap) on seeded joints, some off the
     heatmap, on its border or invisible (tools/mmpose_heatmap_reference.py)."""
     from pathlib import Path
-
-    from kprtrack.train.pose.targets import msra_heatmaps, udp_heatmaps
 
     ref = np.load(Path(__file__).parent / "fixtures" / "reference" / "mmpose_heatmaps.npz")
     for case in range(int(ref["num_cases"])):

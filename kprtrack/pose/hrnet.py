@@ -20,6 +20,11 @@ MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 
 
+def normalise(crops: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W, 3] RGB crops -> float32 [N, 3, H, W] network input (ImageNet mean / std)."""
+    return np.ascontiguousarray(((crops.astype(np.float32) - MEAN) / STD).transpose(0, 3, 1, 2))
+
+
 def udp_center_scale(centers: np.ndarray, scales: np.ndarray,
                      input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """mmpose's UDP crop (``get_udp_warp_matrix``: frame point ``center - scale/2`` -> input pixel 0,
@@ -143,8 +148,7 @@ class HRNetPose(TopDownEstimator):
 
     def heatmaps(self, crops: np.ndarray) -> np.ndarray:
         """[N, H, W, 3] uint8 RGB crops -> [N, 17, H/4, W/4] heatmaps (flip-averaged if asked)."""
-        normalised = ((crops.astype(np.float32) - MEAN) / STD).transpose(0, 3, 1, 2)
-        normalised = np.ascontiguousarray(normalised)
+        normalised = normalise(crops)
         maps = self._forward(normalised)
         if self.flip_test:
             flipped = self._forward(np.ascontiguousarray(normalised[..., ::-1]))

@@ -142,7 +142,7 @@ def to_mmpose1_keys(state: dict) -> dict:
     return out
 
 
-def _kprtrack_meta(meta: dict) -> dict:
+def kprtrack_meta(meta: dict) -> dict:
     """What ``kprtrack.train.pose.checkpoint`` writes under ``meta['kprtrack']`` (arch, input_size,
     codec, layout), else {}."""
     found = meta.get("kprtrack")
@@ -157,8 +157,8 @@ def layout_from_meta(meta: dict) -> str | None:
     training config as text (``meta['cfg']`` 1.x, ``meta['config']`` 0.x), which names the data
     set (a PoseTrack config also names COCO, its pre-training).
     """
-    if _kprtrack_meta(meta).get("layout") in ("coco", "posetrack"):
-        return _kprtrack_meta(meta)["layout"]
+    if kprtrack_meta(meta).get("layout") in ("coco", "posetrack"):
+        return kprtrack_meta(meta)["layout"]
     dataset = meta.get("dataset_meta") or {}
     names = dataset.get("keypoint_id2name")
     if isinstance(names, dict) and 1 in names:
@@ -174,7 +174,7 @@ def layout_from_meta(meta: dict) -> str | None:
 def input_size_from_meta(meta: dict) -> tuple[int, int] | None:
     """(height, width) from ``meta['kprtrack']['input_size']`` (already (h, w)), else the stored
     config: mmpose 1.x codec ``input_size=(w, h)``, 0.x ``image_size=[w, h]``."""
-    size = _kprtrack_meta(meta).get("input_size")
+    size = kprtrack_meta(meta).get("input_size")
     if isinstance(size, (list, tuple)) and len(size) == 2:
         return int(size[0]), int(size[1])
     found = re.search(r"(?:input_size|image_size)\s*=\s*[\(\[]\s*(\d+)\s*,\s*(\d+)", _config_text(meta))
@@ -185,7 +185,7 @@ def decode_from_meta(meta: dict) -> str | None:
     """The heatmap decoding the model was trained for: ``udp`` for a UDP-trained model (kprtrack's
     ``codec: udp``; mmpose 1.x ``UDPHeatmap`` codec; mmpose 0.x ``use_udp=True``), ``dark`` for
     mmpose 1.x ``MSRAHeatmap(unbiased=True)``; None when the file does not say (argmax then)."""
-    codec = _kprtrack_meta(meta).get("codec")
+    codec = kprtrack_meta(meta).get("codec")
     if codec in ("udp", "msra"):
         return "udp" if codec == "udp" else None
     text = _config_text(meta)

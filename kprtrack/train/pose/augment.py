@@ -2,23 +2,25 @@
 
 The order and the defaults are those of ``td-hm_hrnet-w32_8xb64-20e_posetrack18-256x192.py``
 (``GetBBoxCenterScale`` -> ``RandomFlip`` -> ``RandomHalfBody`` -> ``RandomBBoxTransform`` ->
-``TopdownAffine``), whose transforms run with their 1.x class defaults:
+``TopdownAffine``), with these settings:
 
 - ``RandomFlip(prob=0.5)``: x -> W - 1 - x (image, box centre, keypoints), left/right joints
   swapped with ``flip_index('posetrack')``. The flip is folded into the affine warp instead of
   mirroring the whole frame: the sampled pixels are the same.
-- ``RandomHalfBody(min_total_keypoints=9, min_upper_keypoints=2, min_lower_keypoints=3,
+- ``RandomHalfBody(min_total_keypoints=8, min_upper_keypoints=2, min_lower_keypoints=3,
   padding=1.5, prob=0.3, upper_prioritized_prob=0.7)``: the box becomes the visible upper
   (joints 0-10) or lower (11-16) body joints' extent x 1.5, centred on their mean.
-- ``RandomBBoxTransform(shift_factor=0.16, shift_prob=0.3, scale_factor=(0.5, 1.5),
-  scale_prob=1.0, rotate_factor=80, rotate_prob=0.6)``: truncated-normal (-1..1) draws.
+- ``RandomBBoxTransform(shift_factor=0.16, shift_prob=0.3, scale_factor=(0.65, 1.35),
+  scale_prob=1.0, rotate_factor=45, rotate_prob=0.6)``: truncated-normal (-1..1) draws. Scale,
+  rotation and half-body's 8 joints are the HRNet recipe's (:class:`AugmentConfig`); the 1.x
+  classes' own defaults are (0.5, 1.5), 80 and 9.
 - The box is clipped to the frame first (mmpose's ``parse_data_info``; done here with the decoded
   frame's size, which PoseTrack21's image entries do not always state).
 - ``TopdownAffine``: the scale is widened or heightened to the input's aspect ratio, then the
   frame is warped onto the input (bilinear, black outside); ``udp`` uses mmpose's
   ``get_udp_warp_matrix`` ((size - 1) / scale) instead of ``get_warp_matrix``.
 
-Pixels are RGB and normalised with :data:`kprtrack.pose.hrnet.MEAN` / ``STD`` like inference.
+Crops are RGB; :func:`kprtrack.pose.hrnet.normalise` turns them into the network input, as at inference.
 Keypoints outside the crop keep their visibility; the heatmap codec gives them weight 0 once
 their Gaussian window misses the heatmap (as mmpose does).
 """
@@ -213,9 +215,3 @@ def augment(image_rgb: np.ndarray, bbox, keypoints, input_size, cfg: AugmentConf
     return Sample(image=crop, keypoints=moved.astype(np.float32), visible=visible.astype(np.float32),
                   center=center, scale=scale, rotation=rotation, flip=flip, matrix=full)
 
-
-def normalise(crops: np.ndarray) -> np.ndarray:
-    """uint8 [N, H, W, 3] RGB -> float32 [N, 3, H, W] with HRNetPose's ImageNet mean / std."""
-    from kprtrack.pose.hrnet import MEAN, STD
-
-    return np.ascontiguousarray(((crops.astype(np.float32) - MEAN) / STD).transpose(0, 3, 1, 2))

@@ -20,11 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from kprtrack.errors import InputError
-from kprtrack.pose.hrnet_checkpoint import adapt_keys, read_checkpoint, split_checkpoint, to_mmpose1_keys
+from kprtrack.pose.hrnet_checkpoint import (adapt_keys, kprtrack_meta, read_checkpoint, split_checkpoint,
+                                            to_mmpose1_keys)
 from kprtrack.pose.layouts import FLIP_PAIRS, flip_index
 from kprtrack.record import POSETRACK_KEYPOINTS, POSETRACK_SKELETON
+from kprtrack.train.pose.targets import CODECS
 
-CODECS = ("msra", "udp")
 ARCHS = ("w32", "w48")
 TRAINING_KEY = "kprtrack_training"
 
@@ -54,7 +55,7 @@ def save_pose_checkpoint(path: str | Path, state_dict: dict, arch: str, input_si
     if arch not in ARCHS:
         raise InputError(f"HRNet arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     if codec not in CODECS:
-        raise InputError(f"pose heatmap codec must be one of {', '.join(CODECS)}, got {codec!r}")
+        raise InputError(f"pose heatmap codec must be one of {', '.join(sorted(CODECS))}, got {codec!r}")
     size = [int(v) for v in input_size]
     if len(size) != 2:
         raise InputError(f"input_size must be [height, width], got {list(input_size)}")
@@ -96,6 +97,4 @@ def read_pose_checkpoint(path: str | Path) -> tuple[dict, dict]:
 
 def checkpoint_meta(path: str | Path) -> dict:
     """``meta["kprtrack"]`` of a fine-tuned checkpoint (arch, input_size, codec, layout); {} for other files."""
-    _, meta = read_checkpoint(path)
-    found = meta.get("kprtrack")
-    return dict(found) if isinstance(found, dict) else {}
+    return dict(kprtrack_meta(read_checkpoint(path)[1]))

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kprtrack.data.posetrack import find_sequences, load_sequence_json
-from kprtrack.errors import InputError
+from kprtrack.data.posetrack import PoseTrackDataset, load_sequence_json
 from kprtrack.record import NUM_KEYPOINTS
 
 
@@ -31,14 +30,9 @@ class PoseItem:
 def load_pose_items(root: str | Path, split: str = "train", annotations_dir: str = "posetrack_data",
                     sequences: list[str] | None = None, min_keypoints: int = 1) -> list[PoseItem]:
     """Every usable person of a split's labelled frames, in file and annotation order."""
-    root = Path(root).expanduser()
-    files = find_sequences(root, split, annotations_dir)
-    if sequences:
-        wanted = {str(s) for s in sequences}
-        unknown = wanted - {f.stem for f in files}
-        if unknown:
-            raise InputError(f"unknown sequence(s) {sorted(unknown)}", files[0].parent)
-        files = [f for f in files if f.stem in wanted]
+    dataset = PoseTrackDataset(str(root), split, annotations_dir,
+                               sequences=[str(s) for s in sequences] if sequences else None)
+    root, files = dataset.root, dataset.files
     min_keypoints = max(1, int(min_keypoints))
     items: list[PoseItem] = []
     for path in files:

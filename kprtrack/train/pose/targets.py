@@ -14,12 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _scale_factor(input_size, heatmap_size, udp: bool) -> np.ndarray:
-    """(x, y) factor from input pixels to heatmap pixels' units, float32 like mmpose."""
-    inp = np.array(input_size[::-1], dtype=np.float64)  # (w, h)
-    hm = np.array(heatmap_size[::-1], dtype=np.float64)
-    return ((inp - 1) / (hm - 1) if udp else inp / hm).astype(np.float32)
+from kprtrack.pose.heatmaps import heatmap_to_input_scale
 
 
 def _encode(keypoints_in_input, visible, input_size, heatmap_size, sigma, udp):
@@ -27,7 +22,9 @@ def _encode(keypoints_in_input, visible, input_size, heatmap_size, sigma, udp):
     visible = np.asarray(visible, dtype=np.float32).reshape(-1)
     num = len(keypoints)
     height, width = int(heatmap_size[0]), int(heatmap_size[1])
-    points = keypoints / _scale_factor(input_size, heatmap_size, udp)
+    # the decoder's heatmap -> input factor, in float32 as mmpose's codecs keep it
+    scale = heatmap_to_input_scale("udp" if udp else "argmax", input_size, heatmap_size).astype(np.float32)
+    points = keypoints / scale
     heatmaps = np.zeros((num, height, width), dtype=np.float32)
     weights = visible.copy()
     radius = sigma * 3

@@ -33,8 +33,9 @@ import torch
 from torch import nn
 
 from kprtrack.errors import InputError
+from kprtrack.pose.hrnet import normalise
 from kprtrack.train.common import batch_rng, option
-from kprtrack.train.pose.augment import AugmentConfig, augment, normalise
+from kprtrack.train.pose.augment import AugmentConfig, augment
 from kprtrack.train.pose.data import PoseItem, load_pose_items
 from kprtrack.train.pose.loss import KeypointMSELoss
 from kprtrack.train.pose.targets import CODECS, encode
