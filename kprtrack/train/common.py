@@ -70,6 +70,17 @@ def setup_distributed(device_name: str) -> Dist:
     return Dist(rank, world, local, device)
 
 
+def ddp(forward: torch.nn.Module, dist: Dist, find_unused: bool = False) -> torch.nn.Module:
+    """``forward`` (a module computing the loss) under DistributedDataParallel when the run is
+    distributed, else as it is."""
+    if not dist.enabled:
+        return forward
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dist.device.index] if dist.device.type == "cuda" else None
+    return DistributedDataParallel(forward, device_ids=ids, find_unused_parameters=find_unused)
+
+
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -33,8 +34,9 @@ import torch
 from torch import nn
 
 from kprtrack.errors import InputError
-from kprtrack.train.common import (Dist, SliceCollate, TensorBoard, accumulated_step, epoch_seed, read_metrics_csv,
-                                   seed_all, setup_distributed, write_metrics_csv)
+from kprtrack.io import atomic_open
+from kprtrack.train.common import (Dist, SliceCollate, TensorBoard, accumulated_step, ddp, epoch_seed,
+                                   read_metrics_csv, seed_all, setup_distributed, write_metrics_csv)
 from kprtrack.train.schedules import schedule_from
 from kprtrack.train.task import TrainTask
 
@@ -121,16 +123,6 @@ def _forward(wrapped: nn.Module, batch: dict):
     return wrapped(batch)
 
 
-def _wrap(model: nn.Module, task: TrainTask, dist: Dist, find_unused: bool) -> nn.Module:
-    forward = TaskForward(model, task)
-    if not dist.enabled:
-        return forward
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [dist.device.index] if dist.device.type == "cuda" else None
-    return DistributedDataParallel(forward, device_ids=ids, find_unused_parameters=find_unused)
-
-
 def _inner(wrapped: nn.Module) -> TaskForward:
     return wrapped.module if hasattr(wrapped, "module") else wrapped
 
@@ -206,7 +198,7 @@ def _train(cfg, task: TrainTask, dist: Dist) -> dict:
         history = [r for r in read_metrics_csv(out / "metrics.csv") if int(r["epoch"]) <= start_epoch]
         if dist.main:
             print(f"{task.name}: resuming {last} after epoch {start_epoch}")
-    wrapped = _wrap(model, task, dist, bool(cfg.get("find_unused_parameters", False)))
+    wrapped = ddp(TaskForward(model, task), dist, bool(cfg.get("find_unused_parameters", False)))
     board = TensorBoard(out / "tensorboard", dist.main and bool(cfg.get("tensorboard", True)))
     every = int(cfg.get("eval_every") or 0)
     freeze_bn = bool(cfg.get("freeze_bn_stats", False))
@@ -267,9 +259,9 @@ def _train(cfg, task: TrainTask, dist: Dist) -> dict:
             break
     board.close()
     finished = (history and int(history[-1]["epoch"]) >= epochs) or start_epoch >= epochs
-    if dist.main and finished and last.is_file():
-        shipped = ema.module if ema is not None else model
-        task.save_checkpoint(final, shipped, _training_state(cfg, epochs, optimizer, scaler, model, ema))
+    if dist.main and finished and last.is_file():  # last.pth is the final epoch's: copied, not pickled again
+        with last.open("rb") as source, atomic_open(final, "wb") as target:
+            shutil.copyfileobj(source, target)
     dist.barrier()
     return {"epochs": epochs, "history": history, "checkpoint": str(final) if finished else str(last),
             "finished": bool(finished), "output_dir": str(out), "iterations_per_epoch": iters,

@@ -38,8 +38,8 @@ from torch import nn
 from kprtrack.errors import InputError
 from kprtrack.io import atomic_open
 from kprtrack.reid.train.schedule import WarmupCosine, build_sgd, tokenizer_frozen
-from kprtrack.train.common import (Dist, SliceCollate, TensorBoard, accumulated_step, epoch_seed, read_metrics_csv,
-                                   seed_all, setup_distributed, write_metrics_csv)
+from kprtrack.train.common import (Dist, SliceCollate, TensorBoard, accumulated_step, ddp, epoch_seed,
+                                   read_metrics_csv, seed_all, setup_distributed, write_metrics_csv)
 from kprtrack.weights import torch_load
 
 
@@ -298,16 +298,6 @@ def _forward(wrapped: nn.Module, batch: dict):
     return wrapped(batch["images"], batch.get("prompts"), batch["pids"], batch.get("part_labels"))
 
 
-def _wrap(model: nn.Module, loss_fn: nn.Module, dist: Dist, find_unused: bool) -> nn.Module:
-    forward = TrainForward(model, loss_fn)
-    if not dist.enabled:
-        return forward
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [dist.device.index] if dist.device.type == "cuda" else None
-    return DistributedDataParallel(forward, device_ids=ids, find_unused_parameters=find_unused)
-
-
 def train(cfg) -> dict:
     """Train as configured; returns {"epochs", "history" (metrics rows), "checkpoint", "output_dir"}."""
     dist = setup_distributed(str(cfg.device))
@@ -382,7 +372,8 @@ def _train(cfg, dist: Dist) -> dict:
         frozen = tokenizer_frozen(epoch, freeze_epochs)
         if frozen != frozen_state or wrapped is None:
             set_tokenizer_frozen(model, frozen)
-            wrapped = _wrap(model, loss_fn, dist, find_unused)  # DDP registers the trainable parameters once
+            # DDP registers the trainable parameters once: re-wrapped when the tokenizer freezes or thaws
+            wrapped = ddp(TrainForward(model, loss_fn), dist, find_unused)
             frozen_state = frozen
         seed_all(epoch_seed(seed, epoch, dist.rank))
         sampler.set_epoch(epoch)
